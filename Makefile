@@ -1,0 +1,43 @@
+# vdiskfs — the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+NODE_BIN := node_modules/.bin
+CLI := node dist/cli/main.js
+
+.PHONY: all setup deps build demo test unit native-test bench clean typecheck
+
+all: build
+
+## setup: system packages, npm dependencies, and the build
+setup: deps node_modules/.installed build
+
+deps:
+	@scripts/install-deps.sh
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: node_modules/.installed
+	$(NODE_BIN)/tsc -p tsconfig.json
+	@chmod +x dist/cli/main.js
+
+typecheck: node_modules/.installed
+	$(NODE_BIN)/tsc -p tsconfig.json --noEmit
+
+## demo: a 1 GiB demo disk under ./demo, mounted at ./demo/mnt in the foreground (Ctrl-C unmounts)
+demo: setup
+	@scripts/demo.sh
+
+## test: setup, then unit tests (no mount) and native tests (FUSE, loop devices, qemu-img, fio)
+test: setup
+	$(NODE_BIN)/vitest run
+	$(NODE_BIN)/vitest run --config native-test/vitest.config.ts
+
+unit: build
+	$(NODE_BIN)/vitest run
+
+native-test: build
+	$(NODE_BIN)/vitest run --config native-test/vitest.config.ts
+
+clean:
+	rm -rf dist node_modules/.installed

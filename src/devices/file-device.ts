@@ -1,0 +1,94 @@
+/**
+ * FileDevice: a flat raw image file (the "flat" store, and the building block of others).
+ * Reads past the end of a shorter-than-declared file are refused at open, not papered over.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import type { BlockDevice, Capabilities } from './block-device.js';
+import { VdiskError, ioError } from '../errors.js';
+
+export interface FileDeviceOptions {
+  readOnly?: boolean;
+  /** The size the caller expects; the file must have exactly this size. */
+  expectedSize?: number;
+}
+
+export class FileDevice implements BlockDevice {
+  readonly capabilities: Capabilities;
+  private bytesRead = 0;
+  private bytesWritten = 0;
+  private flushes = 0;
+
+  private constructor(
+    private readonly handle: FileHandle,
+    readonly path: string,
+    readonly size: number,
+    readOnly: boolean,
+  ) {
+    this.capabilities = { writable: !readOnly, flush: true, discard: false, preferredBlockSize: 4096 };
+  }
+
+  static async open(path: string, options: FileDeviceOptions = {}): Promise<FileDevice> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, options.readOnly ? constants.O_RDONLY : constants.O_RDWR);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new VdiskError('ENOENT', `store file ${path} does not exist`, { cause: err });
+      if (code === 'EACCES' || code === 'EROFS') {
+        throw new VdiskError(code, `cannot open store file ${path} for ${options.readOnly ? 'reading' : 'writing'}: ${code}`, { cause: err });
+      }
+      throw err;
+    }
+    const stat = await handle.stat();
+    if (!stat.isFile() && !stat.isBlockDevice()) {
+      await handle.close();
+      throw new VdiskError('EINVAL', `store file ${path} is not a regular file`);
+    }
+    const size = stat.size;
+    if (options.expectedSize !== undefined && size !== options.expectedSize) {
+      await handle.close();
+      throw new VdiskError(
+        'EINVAL',
+        `store file ${path} is ${size} bytes, but its descriptor says ${options.expectedSize}: was it truncated or replaced?`,
+      );
+    }
+    return new FileDevice(handle, path, size, !!options.readOnly);
+  }
+
+  async read(dest: Uint8Array, offset: number): Promise<void> {
+    let done = 0;
+    while (done < dest.length) {
+      const { bytesRead } = await this.handle.read(dest, done, dest.length - done, offset + done);
+      if (bytesRead === 0) throw ioError(`unexpected end of file in ${this.path} at offset ${offset + done}`);
+      done += bytesRead;
+    }
+    this.bytesRead += done;
+  }
+
+  async write(src: Uint8Array, offset: number): Promise<void> {
+    let done = 0;
+    while (done < src.length) {
+      const { bytesWritten } = await this.handle.write(src, done, src.length - done, offset + done);
+      done += bytesWritten;
+    }
+    this.bytesWritten += done;
+  }
+
+  async flush(): Promise<void> {
+    this.flushes++;
+    await this.handle.datasync();
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.capabilities.writable) await this.handle.datasync();
+    } finally {
+      await this.handle.close();
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    return { bytesRead: this.bytesRead, bytesWritten: this.bytesWritten, flushes: this.flushes };
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The mount daemon's life: check, open every store, mount, serve until told to stop, then flush,
+ * unmount and close. SIGINT/SIGTERM stop it cleanly; if the mount point is busy (a loop device or a
+ * process still has a view open) it keeps serving and says so, and a second signal forces a lazy
+ * unmount.
+ */
+import { resolve } from 'node:path';
+import { MountTable } from './mount-table.js';
+import { checkMountPreconditions } from './preflight.js';
+import { createOperations } from '../fuse/operations.js';
+import { fusermountUnmount, mountFuse } from '../fuse/fuse-session.js';
+import { removeMountState, writeMountState } from './runtime-state.js';
+import { mountAt } from './mountinfo.js';
+import { logger } from '../log.js';
+
+export interface ServeOptions {
+  source: string;
+  mountpoint: string;
+  views?: string[];
+  readOnly?: boolean;
+  /** Milliseconds after which a request still unanswered gets EIO. */
+  requestTimeoutMs: number;
+  logFile?: string;
+  debugFuse?: boolean;
+  /** Called once the mount is live. */
+  onReady?: (info: { stores: number; files: string[] }) => void;
+}
+
+export async function serve(options: ServeOptions): Promise<void> {
+  const log = logger('daemon');
+  const source = resolve(options.source);
+  const mountpoint = resolve(options.mountpoint);
+  const { allowOther } = await checkMountPreconditions(source, mountpoint);
+  const table = await MountTable.open(source, { views: options.views, readOnly: options.readOnly });
+
+  let session;
+  try {
+    const ops = createOperations(table, { log: logger('fuse'), timeoutMs: options.requestTimeoutMs });
+    session = await mountFuse(mountpoint, ops, { allowOther, debug: options.debugFuse });
+  } catch (err) {
+    await table.close().catch(() => {});
+    throw err;
+  }
+  await writeMountState({ pid: process.pid, mountpoint, source, logFile: options.logFile, startedAt: new Date().toISOString() });
+  log.info({ source, mountpoint, files: [...table.files.keys()] }, 'mounted');
+  options.onReady?.({ stores: table.stores.length, files: [...table.files.keys()] });
+
+  await new Promise<void>((done) => {
+    let stopping = false;
+    let signals = 0;
+    const stop = async (signal: string) => {
+      signals++;
+      if (stopping && signals < 2) return;
+      stopping = true;
+      const force = signals >= 2;
+      log.info({ signal, force }, 'stopping');
+      try {
+        await table.flushAll();
+      } catch (err) {
+        log.error({ err }, 'flush before unmount failed');
+      }
+      if (await mountAt(mountpoint)) {
+        try {
+          await fusermountUnmount(mountpoint, force);
+        } catch (err) {
+          if ((err as { busy?: boolean }).busy && !force) {
+            log.warn({ mountpoint }, 'mount point is busy (a loop device or a process still uses a view); still serving. Detach it, then stop again; a second signal forces a lazy unmount');
+            process.stderr.write(`vdiskfs: ${mountpoint} is busy (a loop device or a process still uses a view); still serving. Detach it and stop again, or send a second signal to force.\n`);
+            stopping = false;
+            return;
+          }
+          log.error({ err }, 'unmount failed; detaching lazily');
+          await fusermountUnmount(mountpoint, true).catch(() => {});
+        }
+      }
+      await session.unmount().catch(() => {}); // stops the FUSE loop; the kernel mount is already gone
+      try {
+        await table.close();
+      } catch (err) {
+        log.error({ err }, 'closing stores failed');
+      }
+      await removeMountState(mountpoint);
+      log.info({ mountpoint }, 'unmounted');
+      done();
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGHUP', () => void stop('SIGHUP'));
+  });
+}

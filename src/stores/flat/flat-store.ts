@@ -1,0 +1,66 @@
+/**
+ * The flat store: one raw image file, sparse, exactly the disk's size. The simplest store and the
+ * baseline every other store is measured against.
+ */
+import { open } from 'node:fs/promises';
+import { basename, resolve, relative, dirname } from 'node:path';
+import { FileDevice } from '../../devices/file-device.js';
+import { assertAbsent, storeInteger, storePath, writeNewDescriptor, type LoadedDescriptor } from '../descriptor.js';
+import type { StoreKind } from '../store-kind.js';
+import { VdiskError } from '../../errors.js';
+
+export const flatStore: StoreKind = {
+  kind: 'flat',
+  summary: 'one raw image file (sparse), the disk byte for byte',
+  async open(loaded, options) {
+    const path = storePath(loaded, loaded.descriptor.store.path, 'path');
+    const size = storeInteger(loaded, 'size', { min: 1 });
+    return FileDevice.open(path, { readOnly: options.readOnly, expectedSize: size });
+  },
+  async describe(loaded: LoadedDescriptor) {
+    const path = storePath(loaded, loaded.descriptor.store.path, 'path');
+    return { file: path, size: storeInteger(loaded, 'size', { min: 1 }) };
+  },
+};
+
+export interface CreateFlatOptions {
+  descriptorPath: string;
+  size: number;
+  /** The image file; default NAME.img beside the descriptor. */
+  imagePath?: string;
+  views?: string[];
+}
+
+/** Creates a sparse image file and its descriptor; refuses to overwrite either. */
+export async function createFlatStore(options: CreateFlatOptions): Promise<{ descriptorPath: string; imagePath: string }> {
+  const descriptorPath = resolve(options.descriptorPath);
+  if (!Number.isSafeInteger(options.size) || options.size <= 0) {
+    throw new VdiskError('EINVAL', `the size must be a positive number of bytes, got ${options.size}`);
+  }
+  if (options.size % 512 !== 0) {
+    throw new VdiskError('EINVAL', `the size must be a multiple of 512 bytes (a disk sector), got ${options.size}`);
+  }
+  const imagePath = resolve(options.imagePath ?? descriptorPath.replace(/\.vdisk$/, '') + '.img');
+  await assertAbsent(descriptorPath);
+  await assertAbsent(imagePath);
+  const fh = await open(imagePath, 'wx', 0o600);
+  try {
+    await fh.truncate(options.size);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const rel = relative(dirname(descriptorPath), imagePath);
+  try {
+    await writeNewDescriptor(descriptorPath, {
+      kind: 'flat',
+      views: options.views,
+      store: { path: rel.startsWith('..') ? imagePath : rel || basename(imagePath), size: options.size },
+    });
+  } catch (err) {
+    const { rm } = await import('node:fs/promises');
+    await rm(imagePath, { force: true });
+    throw err;
+  }
+  return { descriptorPath, imagePath };
+}

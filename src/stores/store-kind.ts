@@ -1,0 +1,21 @@
+/**
+ * A store kind (flat, lbs, chain, spf, …) turns a descriptor into a BlockDevice. Each kind is one
+ * module under src/stores/<kind>/ that exports a StoreKind; src/stores/registry.ts lists them.
+ * Stores know nothing of FUSE or of views.
+ */
+import type { BlockDevice } from '../devices/block-device.js';
+import type { LoadedDescriptor } from './descriptor.js';
+
+export interface OpenOptions {
+  /** Open without write access (the store's files are opened read-only). */
+  readOnly?: boolean;
+}
+
+export interface StoreKind {
+  readonly kind: string;
+  /** One line for `--help` and `info`. */
+  readonly summary: string;
+  open(loaded: LoadedDescriptor, options: OpenOptions): Promise<BlockDevice>;
+  /** What `info` shows: where the files are, sizes, settings; cheap (need not open the store). */
+  describe(loaded: LoadedDescriptor): Promise<Record<string, unknown>>;
+}

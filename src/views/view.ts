@@ -1,0 +1,36 @@
+/**
+ * A View is one synthetic file of a store: `NAME.raw`, `NAME.vhdx`, … It has an exact size fixed
+ * when it is built and reads/writes at file offsets. Views know nothing of FUSE; the FUSE layer
+ * clamps requests to [0, size) before calling them. All views of one store share one device, so a
+ * write through one is visible through every other at once.
+ */
+import type { CheckedDevice } from '../devices/block-device.js';
+import type { LoadedDescriptor } from '../stores/descriptor.js';
+
+export interface View {
+  /** The file extension, without the dot: "raw", "vhdx". */
+  readonly name: string;
+  readonly size: number;
+  readonly writable: boolean;
+  /** Fills `dest` from file offset `offset`; the range lies inside [0, size). */
+  read(dest: Uint8Array, offset: number): Promise<void>;
+  /** Writes `src` at file offset `offset`; the range lies inside [0, size). */
+  write(src: Uint8Array, offset: number): Promise<void>;
+  /** Makes every acknowledged write durable (the store's barrier, and any view state). */
+  flush(): Promise<void>;
+  /** Releases view state (the device is closed by its owner). */
+  close?(): Promise<void>;
+}
+
+export interface ViewContext {
+  readonly device: CheckedDevice;
+  readonly descriptor: LoadedDescriptor;
+  /** The names of the other views of this store in the mount (a VMDK descriptor references NAME.raw). */
+  readonly siblings: readonly string[];
+}
+
+export interface ViewKind {
+  readonly name: string;
+  readonly summary: string;
+  create(context: ViewContext): Promise<View>;
+}
