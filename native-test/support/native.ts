@@ -56,20 +56,22 @@ export function requireTools(...tools: string[]): void {
   if (missing.length) throw new Error(`native test needs ${missing.join(', ')}: run scripts/install-deps.sh (make test does)`);
 }
 
+const cleanups: (() => Promise<void>)[] = [];
+const scratchDirs: string[] = [];
+
+// Registered when this module is imported (during collection), so it runs after every test file
+// that uses these helpers, even when tests fail: hooks registered later (inside beforeAll) would
+// be ignored. Mounts and loop devices go first, then the scratch directories they lived in.
+afterAll(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch((err) => console.error('cleanup:', err.message));
+  while (scratchDirs.length) await rm(scratchDirs.pop()!, { recursive: true, force: true });
+});
+
 /** A scratch directory under /tmp, removed after the test file (after mounts are gone). */
 export async function scratch(prefix = 'vdiskfs-native-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  afterAll(async () => {
-    await cleanupAll();
-    await rm(dir, { recursive: true, force: true });
-  });
+  scratchDirs.push(dir);
   return dir;
-}
-
-const cleanups: (() => Promise<void>)[] = [];
-
-async function cleanupAll(): Promise<void> {
-  while (cleanups.length) await cleanups.pop()!().catch(() => {});
 }
 
 function isMounted(mnt: string): boolean {
