@@ -20,6 +20,9 @@ function packageVersion(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // FUSE hands us many requests at once; the default 4 libuv threads would serialize their file
+  // I/O. Must be set before the first asynchronous fs call creates the pool.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   let exitCode = 0;
   const parser = yargs(argv)
     .scriptName('vdiskfs')

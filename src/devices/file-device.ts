@@ -3,7 +3,7 @@
  * Reads past the end of a shorter-than-declared file are refused at open, not papered over.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { constants, read as fsRead, write as fsWrite } from 'node:fs';
 import type { BlockDevice, Capabilities } from './block-device.js';
 import { VdiskError, ioError } from '../errors.js';
 
@@ -56,10 +56,12 @@ export class FileDevice implements BlockDevice {
     return new FileDevice(handle, path, size, !!options.readOnly);
   }
 
+  // The hot path uses the callback API on the raw descriptor: measured faster than FileHandle's
+  // promise methods, which add a round of bookkeeping per call.
   async read(dest: Uint8Array, offset: number): Promise<void> {
     let done = 0;
     while (done < dest.length) {
-      const { bytesRead } = await this.handle.read(dest, done, dest.length - done, offset + done);
+      const bytesRead = await preadOnce(this.handle.fd, dest, done, dest.length - done, offset + done);
       if (bytesRead === 0) throw ioError(`unexpected end of file in ${this.path} at offset ${offset + done}`);
       done += bytesRead;
     }
@@ -69,7 +71,7 @@ export class FileDevice implements BlockDevice {
   async write(src: Uint8Array, offset: number): Promise<void> {
     let done = 0;
     while (done < src.length) {
-      const { bytesWritten } = await this.handle.write(src, done, src.length - done, offset + done);
+      const bytesWritten = await pwriteOnce(this.handle.fd, src, done, src.length - done, offset + done);
       done += bytesWritten;
     }
     this.bytesWritten += done;
@@ -91,4 +93,12 @@ export class FileDevice implements BlockDevice {
   stats(): Record<string, unknown> {
     return { bytesRead: this.bytesRead, bytesWritten: this.bytesWritten, flushes: this.flushes };
   }
+}
+
+function preadOnce(fd: number, buf: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function pwriteOnce(fd: number, buf: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fsWrite(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
