@@ -245,3 +245,60 @@ async function readRange(path: string, offset: number, length: number): Promise<
     await fh.close();
   }
 }
+
+describe('daemon life', () => {
+  it('in the foreground, SIGINT flushes, unmounts and exits 0', async () => {
+    const mnt = join(dir, 'fg');
+    await mkdir(mnt);
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'dist', 'cli', 'main.js'), 'mount', source, mnt, '--foreground'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    try {
+      for (let i = 0; i < 100 && !stderr.includes('mounted'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(stderr).toMatch(/mounted .*Ctrl-C unmounts/);
+      const fh = await open(join(mnt, 'disk.raw'), 'r+');
+      await fh.write(Buffer.alloc(4096, 0x5a), 0, 4096, 8192);
+      await fh.close();
+      const exit = new Promise<number | null>((r) => child.on('exit', r));
+      child.kill('SIGINT');
+      expect(await exit).toBe(0);
+      expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(` ${mnt} `);
+      const img = await open(join(source, 'disk.img'), 'r');
+      const b = Buffer.alloc(4096);
+      await img.read(b, 0, 4096, 8192);
+      await img.close();
+      expect(b.every((x) => x === 0x5a)).toBe(true);
+    } finally {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await run('fusermount', ['-uz', mnt]);
+      }
+    }
+  });
+
+  it('--read-only shows read-only files and refuses writes', async () => {
+    const m = await mountVdiskfs(source, ['--read-only']);
+    const st = await stat(join(m.mountpoint, 'disk.raw'));
+    expect(st.mode & 0o777).toBe(0o444);
+    await expect(open(join(m.mountpoint, 'disk.raw'), 'r+')).rejects.toMatchObject({ code: 'EROFS' });
+    await m.unmount();
+  });
+
+  it('refuses a non-root user without user_allow_other, in one line', async () => {
+    requireTools('runuser');
+    const conf = await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+    expect(conf, 'this test expects the default /etc/fuse.conf (user_allow_other not enabled)').not.toMatch(/^\s*user_allow_other\s*$/m);
+    const mnt = join('/tmp', `vdiskfs-nobody-${process.pid}`);
+    await mkdir(mnt, { recursive: true });
+    try {
+      const r = await run('runuser', ['-u', 'nobody', '--', process.execPath, join(import.meta.dirname, '..', 'dist', 'cli', 'main.js'), 'mount', '/tmp', mnt, '--foreground']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim()).toMatch(/^vdiskfs: not running as root and \/etc\/fuse.conf lacks user_allow_other/);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    } finally {
+      await run('rmdir', [mnt]);
+    }
+  });
+});

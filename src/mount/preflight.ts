@@ -8,6 +8,22 @@ import { VdiskError } from '../errors.js';
 import { mountAt } from './mountinfo.js';
 
 export async function checkMountPreconditions(source: string, mountpoint: string): Promise<{ allowOther: boolean }> {
+  // allow_other lets QEMU, the loop driver and other users open the views. Root may always set it;
+  // anyone else needs user_allow_other in /etc/fuse.conf.
+  const conf = process.getuid?.() === 0 ? '' : await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+  if (process.getuid?.() !== 0 && !/^\s*user_allow_other\s*$/m.test(conf)) {
+    throw new VdiskError('EPERM', 'not running as root and /etc/fuse.conf lacks user_allow_other: run as root, or add that line');
+  }
+
+  try {
+    await access('/dev/fuse', constants.R_OK | constants.W_OK);
+  } catch {
+    throw new VdiskError(
+      'ENODEV',
+      '/dev/fuse is missing or not accessible: load the fuse module (modprobe fuse), or in Docker pass --device /dev/fuse --cap-add SYS_ADMIN',
+    );
+  }
+
   try {
     const st = await stat(source);
     if (!st.isDirectory()) throw new VdiskError('ENOTDIR', `source ${source} is not a directory`);
@@ -44,21 +60,5 @@ export async function checkMountPreconditions(source: string, mountpoint: string
     }
   }
 
-  try {
-    await access('/dev/fuse', constants.R_OK | constants.W_OK);
-  } catch {
-    throw new VdiskError(
-      'ENODEV',
-      '/dev/fuse is missing or not accessible: load the fuse module (modprobe fuse), or in Docker pass --device /dev/fuse --cap-add SYS_ADMIN',
-    );
-  }
-
-  // allow_other lets QEMU, the loop driver and other users open the views. Root may always set it;
-  // anyone else needs user_allow_other in /etc/fuse.conf.
-  if (process.getuid?.() === 0) return { allowOther: true };
-  const conf = await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
-  if (!/^\s*user_allow_other\s*$/m.test(conf)) {
-    throw new VdiskError('EPERM', 'not running as root and /etc/fuse.conf lacks user_allow_other: run as root, or add that line');
-  }
   return { allowOther: true };
 }

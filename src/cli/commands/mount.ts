@@ -70,7 +70,8 @@ async function runForeground(args: Args, views: string[] | undefined): Promise<v
       },
     });
   } catch (err) {
-    log.error({ err }, 'mount failed');
+    // On a terminal the one-line message printed by main() says it all; the log file keeps detail.
+    if (args.logFile) log.error({ err }, 'mount failed');
     if (notify) {
       process.send!({ type: 'error', message: messageOf(err) } satisfies ChildMessage);
       process.disconnect?.();
