@@ -23,4 +23,4 @@ vdiskfs demo: mounting $mnt. In another shell, try:
 Press Ctrl-C here to flush and unmount.
 
 EOT
-exec $CLI mount demo/stores demo/mnt --foreground
+exec $CLI mount demo/stores demo/mnt --foreground --log-level warn
