@@ -22,6 +22,8 @@ export interface Descriptor {
   id: string;
   /** View names to show, e.g. ["raw", "vhdx"]; absent means the mount's default. */
   views?: string[];
+  /** Per-view settings, validated by each view kind, e.g. { "vhdx": { "blockSize": "32M" } }. */
+  viewOptions?: Record<string, Record<string, unknown>>;
   /** Kind-specific settings, validated by the store kind. */
   store: Record<string, unknown>;
 }
@@ -58,14 +60,22 @@ export function parseDescriptor(text: string, path: string): Descriptor {
       throw bad('"views" must be a list of view names such as ["raw", "vhdx"]');
     }
   }
+  if (d.viewOptions !== undefined) {
+    const isObject = (x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x);
+    if (!isObject(d.viewOptions) || !Object.values(d.viewOptions as object).every(isObject)) {
+      throw bad('"viewOptions" must map view names to objects, e.g. { "vhdx": { "blockSize": "32M" } }');
+    }
+  }
   if (typeof d.store !== 'object' || d.store === null || Array.isArray(d.store)) throw bad('missing "store" object');
-  return {
+  const parsed: Descriptor = {
     vdiskfs: d.vdiskfs,
     kind: d.kind,
     id: d.id.toLowerCase(),
     views: d.views as string[] | undefined,
     store: d.store as Record<string, unknown>,
   };
+  if (d.viewOptions !== undefined) parsed.viewOptions = d.viewOptions as Record<string, Record<string, unknown>>;
+  return parsed;
 }
 
 export async function loadDescriptor(path: string): Promise<LoadedDescriptor> {
