@@ -39,5 +39,10 @@ unit: build
 native-test: build
 	$(NODE_BIN)/vitest run --config native-test/vitest.config.ts
 
+## bench: vdiskfs against QEMU's FUSE export, xmount and the raw file, one run, same fio workloads, ratios
+##   make bench QUICK=1 (under 5 min)   make bench TARGETS=flat-raw,qsd-raw   results under bench/results/
+bench: setup
+	node dist/bench/main.js $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(TARGETS),--targets $(TARGETS))
+
 clean:
 	rm -rf dist node_modules/.installed

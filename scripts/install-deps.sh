@@ -6,7 +6,8 @@
 set -euo pipefail
 
 runtime=(fuse libfuse2)
-tools=(qemu-utils libvhdi-utils fio e2fsprogs util-linux psmisc xmount)
+# qemu-system-common ships qemu-storage-daemon (the FUSE-export peer in make bench).
+tools=(qemu-utils qemu-system-common libvhdi-utils fio e2fsprogs util-linux psmisc xmount)
 want=("${runtime[@]}")
 [ "${1:-all}" = runtime ] || want+=("${tools[@]}")
 

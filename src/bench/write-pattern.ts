@@ -1,0 +1,86 @@
+/**
+ * The LBS write pattern, from two snapshots of a store's stats (.vdiskfs/NAME.stats.json) taken
+ * around a job: how much of what reached the data file was written in sequential runs, how long
+ * those runs were, and the write amplification (data file + metadata log bytes ÷ client bytes).
+ *
+ * The counters are looked up by name in the store's stats (nested objects are searched too), so a
+ * store that reports them under one of the names below is measured without further wiring.
+ */
+
+export interface WriteCounters {
+  /** Bytes clients wrote to the store. */
+  clientBytes?: number;
+  /** Bytes the store wrote to its data file (payload, including garbage-collection moves). */
+  dataBytes?: number;
+  /** Bytes the store appended to its metadata log (including compaction). */
+  logBytes?: number;
+  /** Data-file bytes written in runs that continued where the previous data-file write ended. */
+  sequentialBytes?: number;
+  /** Number of data-file write runs (a run is one or more writes, each starting where the last ended). */
+  runs?: number;
+}
+
+/** Accepted names for each counter, most specific first. */
+export const COUNTER_NAMES: Record<keyof WriteCounters, readonly string[]> = {
+  clientBytes: ['clientBytesWritten', 'bytesWritten'],
+  dataBytes: ['dataBytesWritten', 'dataFileBytesWritten', 'physicalBytesWritten'],
+  logBytes: ['logBytesWritten', 'metaBytesWritten', 'metadataBytesWritten'],
+  sequentialBytes: ['dataSequentialBytes', 'sequentialBytesWritten', 'dataBytesWrittenSequential'],
+  runs: ['dataWriteRuns', 'writeRuns', 'dataRuns'],
+};
+
+/** Flattens nested stats into `a.b.c` keys with numeric values. */
+function numericLeaves(value: unknown, prefix = '', out = new Map<string, number>()): Map<string, number> {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) numericLeaves(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (typeof value === 'number' && Number.isFinite(value)) {
+    out.set(prefix, value);
+  }
+  return out;
+}
+
+/**
+ * Picks the counters out of a stats document. A name matches a key equal to it or ending in
+ * `.name`; the shallowest such key wins (the store's own counter, not a sub-component's).
+ */
+export function extractCounters(stats: unknown): WriteCounters {
+  const leaves = numericLeaves(stats);
+  const out: WriteCounters = {};
+  for (const field of Object.keys(COUNTER_NAMES) as (keyof WriteCounters)[]) {
+    for (const name of COUNTER_NAMES[field]) {
+      const keys = [...leaves.keys()].filter((k) => k === name || k.endsWith(`.${name}`)).sort((a, b) => a.split('.').length - b.split('.').length);
+      if (keys.length) {
+        out[field] = leaves.get(keys[0]!)!;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+export interface WritePattern {
+  clientBytes?: number;
+  dataBytes?: number;
+  logBytes?: number;
+  /** Fraction (0–1) of data-file bytes written in sequential runs. */
+  sequentialFraction?: number;
+  /** Mean length of a data-file write run, in bytes. */
+  meanRunBytes?: number;
+  /** (data-file bytes + log bytes) ÷ client bytes. */
+  writeAmplification?: number;
+}
+
+/** The write pattern between two snapshots; a figure is absent when its counters are. */
+export function writePattern(before: WriteCounters, after: WriteCounters, fallbackClientBytes?: number): WritePattern {
+  const d = (k: keyof WriteCounters) => (after[k] !== undefined && before[k] !== undefined ? after[k]! - before[k]! : after[k]);
+  const clientBytes = d('clientBytes') ?? fallbackClientBytes;
+  const dataBytes = d('dataBytes');
+  const logBytes = d('logBytes');
+  const seq = d('sequentialBytes');
+  const runs = d('runs');
+  const p: WritePattern = { clientBytes, dataBytes, logBytes };
+  if (dataBytes !== undefined && seq !== undefined && dataBytes > 0) p.sequentialFraction = seq / dataBytes;
+  if (dataBytes !== undefined && runs !== undefined && runs > 0) p.meanRunBytes = dataBytes / runs;
+  if (dataBytes !== undefined && clientBytes !== undefined && clientBytes > 0) p.writeAmplification = (dataBytes + (logBytes ?? 0)) / clientBytes;
+  return p;
+}
