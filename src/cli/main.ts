@@ -12,6 +12,7 @@ import { mountCommand } from './commands/mount.js';
 import { unmountCommand } from './commands/unmount.js';
 import { createCommand } from './commands/create.js';
 import { infoCommand } from './commands/info.js';
+import { checkCommand } from './commands/check.js';
 import { UsageError } from './output.js';
 
 function packageVersion(): string {
@@ -42,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
     .command(unmountCommand)
     .command(createCommand)
     .command(infoCommand)
+    .command(checkCommand)
     .demandCommand(1, 'Name a command; see vdiskfs --help')
     .strict()
     .recommendCommands()

@@ -4,8 +4,12 @@ import type { BlockDevice } from '../devices/block-device.js';
 import type { LoadedDescriptor } from './descriptor.js';
 import type { OpenOptions, StoreKind } from './store-kind.js';
 import { flatStore } from './flat/flat-store.js';
+import { lbsStore } from './lbs/lbs-store.js';
 
-const kinds = new Map<string, StoreKind>([[flatStore.kind, flatStore]]);
+const kinds = new Map<string, StoreKind>([
+  [flatStore.kind, flatStore],
+  [lbsStore.kind, lbsStore],
+]);
 
 export function storeKind(name: string, where = 'descriptor'): StoreKind {
   const kind = kinds.get(name);

@@ -18,4 +18,20 @@ export interface StoreKind {
   open(loaded: LoadedDescriptor, options: OpenOptions): Promise<BlockDevice>;
   /** What `info` shows: where the files are, sizes, settings; cheap (need not open the store). */
   describe(loaded: LoadedDescriptor): Promise<Record<string, unknown>>;
+  /** Optional: verifies the store's integrity for `vdiskfs check` (opens it read-only). */
+  check?(loaded: LoadedDescriptor, options: CheckOptions): Promise<CheckReport>;
+}
+
+export interface CheckOptions {
+  /** Progress of a long check, in the kind's own units (clusters, chunks, …). */
+  progress?: (done: number, total: number) => void;
+}
+
+export interface CheckReport {
+  /** False if anything failed verification. */
+  ok: boolean;
+  /** Counts for the summary line and --json (e.g. blocks verified, failed). */
+  summary: Record<string, unknown>;
+  /** One record per failure, each with a human `message`. */
+  problems: { message: string; [k: string]: unknown }[];
 }

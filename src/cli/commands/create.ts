@@ -1,10 +1,11 @@
 /** `vdiskfs create <kind> NAME.vdisk …`: one subcommand per store kind. */
 import type { CommandModule } from 'yargs';
 import { createFlatCommand } from './create-flat.js';
+import { createLbsCommand } from './create-lbs.js';
 
 export const createCommand: CommandModule = {
   command: 'create <kind>',
   describe: 'Create a new store and its NAME.vdisk descriptor',
-  builder: (y) => y.command(createFlatCommand).demandCommand(1, 'Name a store kind: flat'),
+  builder: (y) => y.command(createFlatCommand).command(createLbsCommand).demandCommand(1, 'Name a store kind: flat, lbs'),
   handler: () => {},
 };

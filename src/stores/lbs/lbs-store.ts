@@ -1,0 +1,152 @@
+/**
+ * The `lbs` store kind: a descriptor's paths and settings → an LbsDevice over the real files, with
+ * the protected-mount checks on every open, plus `info` (describe) and `vdiskfs check`.
+ *
+ *   { "kind": "lbs", "store": { "data": "web.lbsdata", "meta": "/protected/vdiskfs", "log": "web.lbslog",
+ *     "size": 8589934592, "blockSize": 4096, "clusterSize": 1048576, "overprovision": 25,
+ *     "checksum": "fletcher32", "allowSameFilesystem": false } }
+ *
+ * The authoritative geometry is in the files' headers; the descriptor repeats it for `info`.
+ */
+import { stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { VdiskError } from '../../errors.js';
+import { storeInteger, storePath, type LoadedDescriptor } from '../descriptor.js';
+import type { CheckReport, StoreKind } from '../store-kind.js';
+import { NodeFile } from './files.js';
+import { LbsDevice } from './lbs-core.js';
+import { checkMetaDir, checkSeparateFilesystems, filesystemOf, type FilesystemInfo } from './protected.js';
+
+interface Paths {
+  dataPath: string;
+  metaDir: string;
+  logPath: string;
+}
+
+function paths(loaded: LoadedDescriptor): Paths {
+  const s = loaded.descriptor.store;
+  const dataPath = storePath(loaded, s.data, 'data');
+  const metaDir = storePath(loaded, s.meta, 'meta');
+  const logName = s.log;
+  if (typeof logName !== 'string' || logName === '' || basename(logName) !== logName) {
+    throw new VdiskError('EINVAL', `descriptor ${loaded.path}: "store.log" must be a file name inside the metadata directory`);
+  }
+  return { dataPath, metaDir, logPath: join(metaDir, logName) };
+}
+
+async function checkLogFile(logPath: string): Promise<void> {
+  let st;
+  try {
+    st = await stat(logPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new VdiskError('ENOENT', `metadata log ${logPath} does not exist (is the protected mount mounted?)`);
+    }
+    throw err;
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) throw new VdiskError('EPERM', `metadata log ${logPath} is owned by uid ${st.uid}, not by you (uid ${uid})`);
+  if ((st.mode & 0o022) !== 0) {
+    throw new VdiskError('EPERM', `metadata log ${logPath} is writable by others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 ${logPath}`);
+  }
+}
+
+/** Opens the store's files after the protected-mount checks. */
+export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: boolean } = {}): Promise<LbsDevice> {
+  const { dataPath, metaDir, logPath } = paths(loaded);
+  const size = storeInteger(loaded, 'size', { min: 1 });
+  await checkMetaDir(metaDir);
+  await checkLogFile(logPath);
+  if (loaded.descriptor.store.allowSameFilesystem !== true) await checkSeparateFilesystems(metaDir, dataPath);
+  const data = await NodeFile.open(dataPath, { readOnly: options.readOnly, what: 'LBS data file' });
+  let log: NodeFile | undefined;
+  try {
+    log = await NodeFile.open(logPath, { readOnly: options.readOnly, what: 'metadata log' });
+    return await LbsDevice.open(data, log, {
+      readOnly: options.readOnly,
+      dataPath,
+      logPath,
+      expectedId: loaded.descriptor.id,
+      expectedSize: size,
+      name: loaded.name,
+    });
+  } catch (err) {
+    await data.close().catch(() => {});
+    await log?.close().catch(() => {});
+    throw err;
+  }
+}
+
+const where = (fs: FilesystemInfo) => `${fs.mountpoint ?? '?'} (${fs.fstype ?? 'unknown'} on ${fs.source ?? fs.device})`;
+
+export const lbsStore: StoreKind = {
+  kind: 'lbs',
+  summary: 'logging block store: sequential appends on untrusted storage, verified reads, log on a protected mount',
+
+  open(loaded, options) {
+    return openLbs(loaded, { readOnly: options.readOnly });
+  },
+
+  async describe(loaded) {
+    const { dataPath, metaDir, logPath } = paths(loaded);
+    const s = loaded.descriptor.store;
+    const out: Record<string, unknown> = {
+      size: storeInteger(loaded, 'size', { min: 1 }),
+      dataFile: dataPath,
+      dataFilesystem: await filesystemOf(dataPath).then(where, () => 'missing'),
+      metaDir,
+      log: logPath,
+      logFilesystem: await filesystemOf(metaDir).then(where, () => 'missing'),
+      blockSize: s.blockSize,
+      clusterSize: s.clusterSize,
+      overprovision: `${s.overprovision}%`,
+      checksum: s.checksum,
+      sameFilesystemAllowed: s.allowSameFilesystem === true,
+    };
+    // The state comes from a read-only replay of the log (the data file is not read).
+    try {
+      const dev = await openLbs(loaded, { readOnly: true });
+      try {
+        const st = dev.stats() as Record<string, any>;
+        Object.assign(out, {
+          dataFileBytes: (await stat(dataPath)).size,
+          logBytes: (await stat(logPath)).size,
+          mappedBlocks: st.mappedBlocks,
+          clusters: st.clusters,
+          barriers: st.log.lastBarrier,
+          logEntries: st.recovery.entriesReplayed,
+          uncommittedTail: st.recovery.rolledBackBytes ? `${st.recovery.rolledBackEntries} entries (${st.recovery.rolledBackBytes} bytes) after the last barrier; rolled back at the next mount` : 'none',
+          ramBytesPerLogicalBlock: st.ramBytesPerLogicalBlock,
+        });
+      } finally {
+        await dev.close();
+      }
+    } catch (err) {
+      out.state = `cannot open: ${(err as Error).message}`;
+    }
+    return out;
+  },
+
+  async check(loaded, options): Promise<CheckReport> {
+    const dev = await openLbs(loaded, { readOnly: true });
+    try {
+      const started = Date.now();
+      const r = await dev.verifyAll(options.progress);
+      return {
+        ok: r.failed.length === 0,
+        summary: {
+          mappedBlocks: dev.map.mappedBlocks,
+          blocksVerified: r.verified,
+          blocksFailed: r.failed.length,
+          clustersRead: r.clusters,
+          barriers: dev.replay.sequence,
+          rolledBackEntries: dev.replay.rolledBackEntries,
+          seconds: +((Date.now() - started) / 1000).toFixed(2),
+        },
+        problems: r.failed.map((f) => ({ ...f, message: `block ${f.lbn} (physical block ${f.pbn}) failed its checksum` })),
+      };
+    } finally {
+      await dev.close();
+    }
+  },
+};
