@@ -1,0 +1,168 @@
+/**
+ * A region map: a synthetic file described as a sorted list of contiguous regions, each of which
+ * knows how to read (and perhaps write) its own bytes — generated structures, zero padding, or a
+ * payload range mapped onto the store's device (nbdkit's common/regions, in spirit).
+ *
+ * The map is built once, when the view is created, and its size is exact. Requests are located by
+ * binary search; a request inside one region (the common case on the data path) is passed on
+ * without copying or allocating, and a request spanning regions is split into subarrays.
+ *
+ * Writes spanning several regions are checked first and applied afterwards, so a write that one
+ * region refuses changes nothing anywhere.
+ */
+import { VdiskError } from '../errors.js';
+import type { CheckedDevice } from '../devices/block-device.js';
+
+export interface Region {
+  /** For messages and logs: "header section", "payload", "padding". */
+  readonly name: string;
+  readonly start: number;
+  readonly length: number;
+  /** Fills `dest` from `offset` bytes into the region; the range lies inside the region. */
+  read(dest: Uint8Array, offset: number): Promise<void> | void;
+  /**
+   * Throws (VdiskError) if writing `src` at `offset` into the region would be refused, without
+   * changing anything. Omitted: every write is accepted.
+   */
+  check?(src: Uint8Array, offset: number): Promise<void> | void;
+  /** Writes `src` at `offset` into the region. Omitted: the region is read-only (EPERM). */
+  write?(src: Uint8Array, offset: number): Promise<void>;
+}
+
+export class RegionMap {
+  readonly size: number;
+  private readonly starts: Float64Array;
+
+  constructor(readonly regions: readonly Region[]) {
+    if (regions.length === 0) throw new RangeError('a region map needs at least one region');
+    let at = 0;
+    for (const r of regions) {
+      if (r.start !== at) throw new RangeError(`region "${r.name}" starts at ${r.start}, expected ${at}: regions must be contiguous and sorted`);
+      if (!Number.isSafeInteger(r.length) || r.length <= 0) throw new RangeError(`region "${r.name}" has length ${r.length}`);
+      at += r.length;
+    }
+    this.size = at;
+    this.starts = Float64Array.from(regions, (r) => r.start);
+  }
+
+  /** The index of the region holding byte `offset` (0 ≤ offset < size). */
+  indexAt(offset: number): number {
+    const s = this.starts;
+    let lo = 0;
+    let hi = s.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (s[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  regionAt(offset: number): Region {
+    return this.regions[this.indexAt(offset)]!;
+  }
+
+  private checkRange(offset: number, length: number, what: string): void {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) {
+      throw new VdiskError('EINVAL', `${what} of ${length} bytes at ${offset} lies outside the ${this.size}-byte file`);
+    }
+  }
+
+  async read(dest: Uint8Array, offset: number): Promise<void> {
+    const length = dest.length;
+    if (length === 0) return;
+    this.checkRange(offset, length, 'read');
+    let i = this.indexAt(offset);
+    let r = this.regions[i]!;
+    let inRegion = offset - r.start;
+    if (inRegion + length <= r.length) {
+      await r.read(dest, inRegion); // the hot path: one region, no copy, no allocation
+      return;
+    }
+    const pending: (Promise<void> | void)[] = [];
+    let done = 0;
+    while (done < length) {
+      const n = Math.min(r.length - inRegion, length - done);
+      pending.push(r.read(dest.subarray(done, done + n), inRegion));
+      done += n;
+      r = this.regions[++i]!;
+      inRegion = 0;
+    }
+    await Promise.all(pending);
+  }
+
+  async write(src: Uint8Array, offset: number): Promise<void> {
+    const length = src.length;
+    if (length === 0) return;
+    this.checkRange(offset, length, 'write');
+    let i = this.indexAt(offset);
+    const r = this.regions[i]!;
+    const inRegion = offset - r.start;
+    if (inRegion + length <= r.length) {
+      if (!r.write) throw refused(r);
+      await r.write(src, inRegion);
+      return;
+    }
+    const pieces: { region: Region; data: Uint8Array; at: number }[] = [];
+    let done = 0;
+    let at = inRegion;
+    while (done < length) {
+      const region = this.regions[i++]!;
+      const n = Math.min(region.length - at, length - done);
+      pieces.push({ region, data: src.subarray(done, done + n), at });
+      done += n;
+      at = 0;
+    }
+    for (const p of pieces) {
+      if (!p.region.write) throw refused(p.region);
+      await p.region.check?.(p.data, p.at);
+    }
+    await Promise.all(pieces.map((p) => p.region.write!(p.data, p.at)));
+  }
+}
+
+function refused(r: Region): VdiskError {
+  return new VdiskError('EPERM', `the ${r.name} of this file cannot be written`);
+}
+
+/** A payload range: region bytes [0, length) are device bytes [deviceOffset, deviceOffset + length). */
+export function payloadRegion(name: string, start: number, device: CheckedDevice, deviceOffset: number, length: number): Region {
+  const writable = device.capabilities.writable;
+  return {
+    name,
+    start,
+    length,
+    read: (dest, offset) => device.read(dest, deviceOffset + offset),
+    write: writable ? (src, offset) => device.write(src, deviceOffset + offset) : undefined,
+  };
+}
+
+/**
+ * Zeros. Writes of zeros are accepted and dropped (tools that copy a whole file write them);
+ * anything else is refused with EPERM, since there is nowhere to keep it.
+ */
+export function zeroRegion(name: string, start: number, length: number, options: { acceptZeroWrites?: boolean } = {}): Region {
+  const check = (src: Uint8Array) => {
+    for (let i = 0; i < src.length; i++) {
+      if (src[i] !== 0) throw new VdiskError('EPERM', `the ${name} of this file always reads as zeros and cannot hold data`);
+    }
+  };
+  return {
+    name,
+    start,
+    length,
+    read: (dest) => void dest.fill(0),
+    check: options.acceptZeroWrites ? check : undefined,
+    write: options.acceptZeroWrites ? async (src) => check(src) : undefined,
+  };
+}
+
+/** Fixed generated bytes (read-only). */
+export function bytesRegion(name: string, start: number, bytes: Uint8Array): Region {
+  return {
+    name,
+    start,
+    length: bytes.length,
+    read: (dest, offset) => void dest.set(bytes.subarray(offset, offset + dest.length)),
+  };
+}
