@@ -25,6 +25,8 @@ const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const WORK_ROOT = resolve(process.env.VDISKFS_BENCH_DIR ?? join(ROOT, 'bench', '.work'));
 const RESULTS_ROOT = join(ROOT, 'bench', 'results');
 const MiB = 1024 * 1024;
+/** Set by SIGINT/SIGTERM/SIGHUP: the run stops, cleans up and exits 130. */
+let interrupted = false;
 
 interface Settings {
   quick: boolean;
@@ -161,7 +163,6 @@ async function main(): Promise<number> {
   const cleanup = new Cleanup();
   cleanup.add('remove scratch files', () => rm(WORK_ROOT, { recursive: true, force: true }));
 
-  let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) return;
     interrupted = true;
@@ -273,8 +274,13 @@ function refuseLeftovers(): string | undefined {
   for (const m of left) lines.push(`  mount ${m.mountpoint} (${m.fstype})`);
   for (const p of procs) lines.push(`  process ${p.pid}: ${p.cmdline.slice(0, 160)}`);
   lines.push('Clean up with:');
-  for (const m of left) lines.push(`  fusermount -u ${m.mountpoint}   # if busy: fusermount -uz ${m.mountpoint}`);
-  for (const p of procs) lines.push(`  kill ${p.pid}`);
+  for (const m of left) {
+    // A vdiskfs daemon is stopped by its own unmount command (it flushes, unmounts and exits).
+    if (m.fstype === 'fuse.vdiskfs') lines.push(`  node ${CLI} unmount ${m.mountpoint}`);
+    else lines.push(`  fusermount -u ${m.mountpoint}   # if busy: fusermount -uz ${m.mountpoint}`);
+  }
+  // fusermount helpers (auto_unmount) exit by themselves once their mount is gone.
+  for (const p of procs.filter((x) => !/^\S*fusermount3? /.test(x.cmdline))) lines.push(`  kill ${p.pid}   # if it is still running after the unmounts`);
   lines.push(`  rm -rf ${WORK_ROOT}`);
   return lines.join('\n');
 }
@@ -346,6 +352,7 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
         rows.push(row);
         say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} ${(result.bandwidth / 1e6).toFixed(1).padStart(8)} MB/s ${result.iops.toFixed(0).padStart(7)} IOPS  p99 ${result.p99LatencyUs.toFixed(0)} µs`);
       } catch (err) {
+        if (interrupted) throw err;
         rows.push({ target: spec.id, workload: w.id, direct, note: `failed: ${(err as Error).message.slice(0, 200)}` });
         say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} failed: ${(err as Error).message}`);
         throw err;

@@ -10,7 +10,21 @@
  * A target whose store kind, view or tool is missing from this build is reported as not available
  * (the run fails only when it was asked for by name).
  */
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile } from 'node:fs/promises';
+import {
+  BAT_ENTRY_SIZE,
+  PayloadBlockState,
+  REGION_GUID_BAT,
+  REGION_GUID_METADATA,
+  REGION_TABLE1_OFFSET,
+  REGION_TABLE_SIZE,
+  batGeometry,
+  decodeBatEntry,
+  decodeMetadataItems,
+  decodeMetadataTable,
+  decodeRegionTable,
+  payloadBatIndex,
+} from '../formats/vhdx.js';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -229,29 +243,47 @@ export function lbsChecksumChoices(cli: string): { choices: string[]; default?: 
 
 interface VdiskfsStore {
   kind: string;
+  /** Makes what the create command expects to exist. */
+  prepare?(dir: string): Promise<void>;
   /** Extra `vdiskfs create KIND` arguments; `dir` is the target's scratch directory. */
   createArgs(dir: string): string[];
 }
 
 /**
- * The VHDX payload's offset in a VHDX file, from `qemu-img map` (QEMU's own reading of the BAT):
- * the harness only measures a VHDX whose payload is one contiguous run, as vdiskfs lays it out.
+ * Where the payload starts in a VHDX file, read from the file itself with the pure VHDX decoders:
+ * region table → metadata (block size, virtual size) → BAT. The harness addresses the payload
+ * directly (as a hypervisor's VHDX driver would after translation), so it insists that every block
+ * is FULLY_PRESENT and laid out contiguously in block order, as vdiskfs's VHDX view lays it out.
  */
 export async function vhdxPayloadOffset(file: string, size: number): Promise<number> {
-  const out = await sh('qemu-img', ['map', '--output=json', '-f', 'vhdx', file], { timeoutMs: 60_000 });
-  const extents = JSON.parse(out) as { start: number; length: number; data: boolean; offset?: number }[];
-  const first = extents[0];
-  if (!first || first.offset === undefined) throw new Error(`qemu-img map shows no data at the start of ${file}`);
-  const delta = first.offset - first.start;
-  let covered = 0;
-  for (const e of extents) {
-    if (e.offset === undefined || e.offset - e.start !== delta) {
-      throw new Error(`the VHDX payload of ${file} is not one contiguous run (extent at ${e.start}); the harness cannot address it directly`);
+  const fh = await open(file, 'r');
+  try {
+    const readAt = async (offset: number, length: number) => {
+      const buf = new Uint8Array(length);
+      const { bytesRead } = await fh.read(buf, 0, length, offset);
+      if (bytesRead !== length) throw new Error(`${file}: short read of ${length} bytes at ${offset}`);
+      return buf;
+    };
+    const regions = decodeRegionTable(await readAt(REGION_TABLE1_OFFSET, REGION_TABLE_SIZE), `${file} region table`);
+    const batRegion = regions.find((r) => r.guid === REGION_GUID_BAT);
+    const metaRegion = regions.find((r) => r.guid === REGION_GUID_METADATA);
+    if (!batRegion || !metaRegion) throw new Error(`${file}: the region table lacks the BAT or the metadata region`);
+    const metaBytes = await readAt(metaRegion.fileOffset, metaRegion.length);
+    const meta = decodeMetadataItems(decodeMetadataTable(metaBytes, metaRegion.length), (o, l) => metaBytes.subarray(o, o + l));
+    if (meta.virtualDiskSize !== size) throw new Error(`${file}: virtual size ${meta.virtualDiskSize}, expected ${size}`);
+    const g = batGeometry({ virtualSize: meta.virtualDiskSize, blockSize: meta.fileParameters.blockSize, logicalSectorSize: meta.logicalSectorSize });
+    const bat = await readAt(batRegion.fileOffset, g.entries * BAT_ENTRY_SIZE);
+    const first = decodeBatEntry(bat, 0).fileOffset;
+    for (let block = 0; block < g.payloadBlocks; block++) {
+      const e = decodeBatEntry(bat, payloadBatIndex(block, g.chunkRatio) * BAT_ENTRY_SIZE);
+      if (e.state !== PayloadBlockState.FULLY_PRESENT || e.fileOffset !== first + block * g.blockSize) {
+        throw new Error(`${file}: payload block ${block} is not fully present at ${first + block * g.blockSize} (state ${e.state}, offset ${e.fileOffset}); the harness needs a contiguous payload`);
+      }
     }
-    covered = e.start + e.length;
+    return first;
+  } finally {
+    await fh.close();
   }
-  if (covered < size) throw new Error(`qemu-img map covers ${covered} of ${size} bytes of ${file}`);
-  return delta;
 }
 
 async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: string): Promise<RunningTarget> {
@@ -260,6 +292,7 @@ async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: strin
   await mkdir(src);
   await mkdir(mnt);
   const name = 'bench';
+  await store.prepare?.(ctx.dir);
   await sh(process.execPath, [ctx.cli, 'create', store.kind, join(src, `${name}.vdisk`), '--size', String(ctx.size), ...store.createArgs(ctx.dir)], {
     timeoutMs: 120_000,
   });
@@ -305,7 +338,10 @@ const flat: VdiskfsStore = { kind: 'flat', createArgs: (dir) => ['--image', join
 function lbs(checksum: string | undefined): VdiskfsStore {
   return {
     kind: 'lbs',
-    createArgs: (dir) => ['--data', join(dir, 'data.lbs'), '--meta', join(dir, 'meta'), ...(checksum ? ['--checksum', checksum] : [])],
+    // The metadata directory must exist and be private (the store refuses a group/world-writable one).
+    prepare: (dir) => mkdir(join(dir, 'meta'), { mode: 0o700 }).then(() => {}),
+    // The benchmark keeps the metadata log beside the data file (one disk for every target).
+    createArgs: (dir) => ['--data', join(dir, 'data.lbs'), '--meta', join(dir, 'meta'), '--allow-same-filesystem', ...(checksum ? ['--checksum', checksum] : [])],
   };
 }
 
@@ -323,7 +359,7 @@ function vdiskfsTarget(options: {
     label: options.label,
     side: 'vdiskfs',
     peer: options.peer,
-    requires: { storeKind: options.store.kind, view: options.view, tools: options.view === 'vhdx' ? ['qemu-img'] : [] },
+    requires: { storeKind: options.store.kind, view: options.view },
     quick: options.quick,
     details: options.details,
     start: (ctx) => startVdiskfs(ctx, options.store, options.view),

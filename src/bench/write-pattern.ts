@@ -3,8 +3,8 @@
  * around a job: how much of what reached the data file was written in sequential runs, how long
  * those runs were, and the write amplification (data file + metadata log bytes ÷ client bytes).
  *
- * The counters are looked up by name in the store's stats (nested objects are searched too), so a
- * store that reports them under one of the names below is measured without further wiring.
+ * The counters are looked up by name in the store's stats, so a store that reports them under one
+ * of the names below is measured without further wiring.
  */
 
 export interface WriteCounters {
@@ -20,13 +20,17 @@ export interface WriteCounters {
   runs?: number;
 }
 
-/** Accepted names for each counter, most specific first. */
+/**
+ * Accepted names for each counter, as dotted paths into the store's `stats` object, first match
+ * wins. The LBS store reports `requests.writeBytes`, `dataFile.bytesWritten`, `log.bytesWritten`
+ * and `dataFile.writeCalls` (each data-file write is one contiguous run of blocks).
+ */
 export const COUNTER_NAMES: Record<keyof WriteCounters, readonly string[]> = {
-  clientBytes: ['clientBytesWritten', 'bytesWritten'],
-  dataBytes: ['dataBytesWritten', 'dataFileBytesWritten', 'physicalBytesWritten'],
-  logBytes: ['logBytesWritten', 'metaBytesWritten', 'metadataBytesWritten'],
-  sequentialBytes: ['dataSequentialBytes', 'sequentialBytesWritten', 'dataBytesWrittenSequential'],
-  runs: ['dataWriteRuns', 'writeRuns', 'dataRuns'],
+  clientBytes: ['requests.writeBytes', 'clientBytesWritten', 'bytesWritten'],
+  dataBytes: ['dataFile.bytesWritten', 'dataBytesWritten'],
+  logBytes: ['log.bytesWritten', 'logBytesWritten'],
+  sequentialBytes: ['dataFile.sequentialBytes', 'dataFile.sequentialBytesWritten', 'dataSequentialBytes'],
+  runs: ['dataFile.runs', 'dataFile.writeRuns', 'dataWriteRuns', 'dataFile.writeCalls'],
 };
 
 /** Flattens nested stats into `a.b.c` keys with numeric values. */
@@ -39,21 +43,13 @@ function numericLeaves(value: unknown, prefix = '', out = new Map<string, number
   return out;
 }
 
-/**
- * Picks the counters out of a stats document. A name matches a key equal to it or ending in
- * `.name`; the shallowest such key wins (the store's own counter, not a sub-component's).
- */
+/** Picks the counters out of a stats document (exact dotted paths only: no guessing at depth). */
 export function extractCounters(stats: unknown): WriteCounters {
   const leaves = numericLeaves(stats);
   const out: WriteCounters = {};
   for (const field of Object.keys(COUNTER_NAMES) as (keyof WriteCounters)[]) {
-    for (const name of COUNTER_NAMES[field]) {
-      const keys = [...leaves.keys()].filter((k) => k === name || k.endsWith(`.${name}`)).sort((a, b) => a.split('.').length - b.split('.').length);
-      if (keys.length) {
-        out[field] = leaves.get(keys[0]!)!;
-        break;
-      }
-    }
+    const name = COUNTER_NAMES[field].find((n) => leaves.has(n));
+    if (name !== undefined) out[field] = leaves.get(name)!;
   }
   return out;
 }

@@ -145,7 +145,12 @@ describe('ratios', () => {
 });
 
 describe('LBS write pattern', () => {
-  it('finds counters by name, preferring the shallowest key, and computes the figures from deltas', () => {
+  it('reads the LBS store\'s nested counters by their exact paths', () => {
+    const c = extractCounters({ bytesWritten: 1, requests: { writeBytes: 10 }, dataFile: { bytesWritten: 20, writeCalls: 3 }, log: { bytesWritten: 5 } });
+    expect(c).toEqual({ clientBytes: 10, dataBytes: 20, logBytes: 5, runs: 3 });
+  });
+
+  it('finds counters by name, never a same-named counter deeper down, and computes the figures from deltas', () => {
     const before = extractCounters({ bytesWritten: 1000, dataBytesWritten: 4096, logBytesWritten: 100, dataSequentialBytes: 4096, dataWriteRuns: 1, gc: { dataBytesWritten: 7 } });
     const after = extractCounters({ bytesWritten: 1_049_576, dataBytesWritten: 1_380_352, logBytesWritten: 65_636, dataSequentialBytes: 1_118_208, dataWriteRuns: 6, gc: { dataBytesWritten: 9 } });
     expect(before.dataBytes).toBe(4096);
