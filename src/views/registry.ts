@@ -3,8 +3,10 @@ import { VdiskError } from '../errors.js';
 import type { ViewKind } from './view.js';
 import { rawView } from './raw-view.js';
 import { vhdxView } from './vhdx-view.js';
+import { vhdView } from './vhd-view.js';
+import { vmdkView } from './vmdk-view.js';
 
-const kinds = new Map<string, ViewKind>([rawView, vhdxView].map((k) => [k.name, k]));
+const kinds = new Map<string, ViewKind>([rawView, vhdxView, vhdView, vmdkView].map((k) => [k.name, k]));
 
 /** The views a store shows when neither its descriptor nor the mount says otherwise. */
 export const DEFAULT_VIEWS: readonly string[] = ['raw', 'vhdx'];
