@@ -7,6 +7,20 @@ import { VdiskError } from '../errors.js';
 
 export const VMDK_SECTOR_SIZE = 512;
 export const VMDK_NO_PARENT_CID = 0xffffffff;
+/**
+ * QEMU reads and rewrites a text descriptor as one DESC_SIZE (20 sectors) block, NUL-padded, when
+ * it updates the CID on its first write of a session; a descriptor file at least this long (padded
+ * with NULs, where every parser stops) takes that write in place.
+ */
+export const VMDK_DESCRIPTOR_FILE_SIZE = 20 * 512;
+
+/** The descriptor's bytes: UTF-8 text, NUL-padded to a multiple of VMDK_DESCRIPTOR_FILE_SIZE. */
+export function vmdkDescriptorFile(text: string): Uint8Array {
+  const t = Buffer.from(text, 'utf8');
+  const out = new Uint8Array(Math.ceil(t.length / VMDK_DESCRIPTOR_FILE_SIZE) * VMDK_DESCRIPTOR_FILE_SIZE);
+  out.set(t, 0);
+  return out;
+}
 
 export interface VmdkExtent {
   access: 'RW' | 'RDONLY' | 'NOACCESS';

@@ -3,14 +3,15 @@
  * `NAME.raw` in the same mount, so VirtualBox and QEMU can use the store read-write through the
  * raw view (VirtualBox opens VHDX read-only). It needs the raw view to be shown too.
  *
- * The descriptor's bytes are generated; a client that rewrites them (VirtualBox may update the
+ * The descriptor's text is NUL-padded to 10 KiB, the block QEMU rewrites in place when it updates
+ * the CID on the first write of a session. The descriptor's bytes are generated; a client that rewrites them (VirtualBox may update the
  * ddb.uuid.* lines) is allowed to as long as the text still parses and describes the same extent,
  * and the change is kept in NAME.vmdk-overlay.
  */
 import { createHash } from 'node:crypto';
 import { logger } from '../log.js';
 import { VdiskError } from '../errors.js';
-import { encodeVmdkDescriptor, flatVmdkDescriptor, parseVmdkDescriptor } from '../formats/vmdk.js';
+import { encodeVmdkDescriptor, flatVmdkDescriptor, parseVmdkDescriptor, vmdkDescriptorFile } from '../formats/vmdk.js';
 import { RegionMap } from './region-map.js';
 import { generatedArea } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
@@ -41,15 +42,16 @@ export const vmdkView: ViewKind = {
   async create(context: ViewContext): Promise<View> {
     const { device, descriptor } = context;
     const log = logger('view', { view: 'vmdk', store: descriptor.name });
-    const text = Buffer.from(vmdkDescriptorFor(context), 'utf8');
-    const original = parseVmdkDescriptor(text.toString('utf8'));
+    const source = vmdkDescriptorFor(context);
+    const text = vmdkDescriptorFile(source);
+    const original = parseVmdkDescriptor(source);
     const writable = device.capabilities.writable;
     const generate = (dest: Uint8Array, offset: number) => void dest.set(text.subarray(offset, offset + dest.length));
     const overlay = await ViewOverlay.open({
       path: overlayPath(descriptor, 'vmdk'),
       areaSize: text.length,
       pageSize: 4096,
-      fingerprint: fingerprint({ format: 'vmdk', version: 1, text: text.toString('utf8') }),
+      fingerprint: fingerprint({ format: 'vmdk', version: 1, text: source }),
       generate,
       readOnly: !writable,
       log,

@@ -74,6 +74,7 @@ describe('VMDK view', () => {
   it('is a monolithicFlat descriptor pointing at NAME.raw with the right sector count', async () => {
     const descriptor = fakeDescriptor(dir, 'web');
     const view = await vmdkView.create({ device: checked(untouchableDevice(10 * GiB)), descriptor, siblings: ['web.raw', 'web.vmdk'] });
+    expect(view.size).toBe(10240);
     const text = Buffer.from(await readAt(view, 0, view.size)).toString();
     const d = parseVmdkDescriptor(text);
     expect(d.createType).toBe('monolithicFlat');
@@ -89,11 +90,16 @@ describe('VMDK view', () => {
   it('accepts rewrites that keep the extent and refuses ones that change it', async () => {
     const descriptor = fakeDescriptor(dir, 'rw');
     const view = await vmdkView.create({ device: checked(new MemoryDevice(MiB)), descriptor, siblings: ['rw.raw'] });
-    const text = Buffer.from(await readAt(view, 0, view.size)).toString();
+    const text = Buffer.from(await readAt(view, 0, view.size)).toString().replace(/\0+$/, '');
     const changedUuid = text.replace(/ddb.uuid.modification = "[^"]*"/, 'ddb.uuid.modification = "11111111-2222-3333-4444-555555555555"');
     expect(changedUuid.length).toBe(text.length);
     await view.write(Buffer.from(changedUuid), 0);
-    expect(Buffer.from(await readAt(view, 0, view.size)).toString()).toBe(changedUuid);
+    expect(Buffer.from(await readAt(view, 0, view.size)).toString().replace(/\0+$/, '')).toBe(changedUuid);
+    // What QEMU does on its first write: the whole 10 KiB block with a new CID, NUL-padded.
+    const qemu = Buffer.alloc(10240);
+    qemu.write(changedUuid.replace(/^CID=.*$/m, 'CID=1234abcd'));
+    await view.write(qemu, 0);
+    expect(parseVmdkDescriptor(Buffer.from(await readAt(view, 0, view.size)).toString()).cid).toBe(0x1234abcd);
     const otherFile = changedUuid.replace('"rw.raw"', '"xx.raw"');
     await expect(view.write(Buffer.from(otherFile), 0)).rejects.toThrow(/extent must stay/);
     await view.close!();
