@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import {
+  BARRIER_SIZE,
+  ChecksumId,
+  DATA_HEADER_FIELDS,
+  LOG_HEADER_SIZE,
+  MAP_FIXED,
+  MAP_PER_BLOCK,
+  MAP_ZERO,
+  barrierHashMatches,
+  decodeBarrier,
+  decodeDataHeader,
+  decodeLogHeader,
+  decodeMapEntry,
+  encodeBarrier,
+  encodeDataHeader,
+  encodeLogHeader,
+  encodeMapEntry,
+  mapEntrySize,
+  readPrefix,
+} from '../../src/stores/lbs/format.js';
+import { fletcher32, sha256_32, checksumByName } from '../../src/stores/lbs/checksums.js';
+import { BlockMap } from '../../src/stores/lbs/block-map.js';
+import { lbsGeometry } from '../../src/stores/lbs/create.js';
+import { formatMemStore, openMem } from './mem-files.js';
+import { Random } from '../support/random.js';
+
+const g = { blockSize: 4096, clusterSize: 1 << 20, clusterCount: 10240, logicalSize: 8 * 2 ** 30, dataOffset: 4096 };
+
+describe('lbs format', () => {
+  it('round-trips both headers, with the documented sizes', () => {
+    const id = randomUUID();
+    const dh = encodeDataHeader({ ...g, version: 1, flags: 0, storeId: id, createdAt: 1234 });
+    expect(dh.length).toBe(4096);
+    expect(dh.subarray(DATA_HEADER_FIELDS).every((b) => b === 0)).toBe(true);
+    expect(dh.toString('latin1', 0, 8)).toBe('VDLBSDAT');
+    expect(decodeDataHeader(dh, 'd')).toMatchObject({ ...g, storeId: id, createdAt: 1234, version: 1 });
+    const lh = encodeLogHeader({ ...g, version: 1, flags: 0, storeId: id, checksum: ChecksumId.Sha256_32, checksumSize: 4, encryption: 0, keyId: 0, generation: 3, createdAt: 99 });
+    expect(lh.length).toBe(LOG_HEADER_SIZE);
+    expect(decodeLogHeader(lh, 'l')).toMatchObject({ ...g, storeId: id, checksum: 2, generation: 3 });
+    const bad = Buffer.from(lh);
+    bad[20] ^= 1;
+    expect(() => decodeLogHeader(bad, 'l')).toThrow(/header is damaged/);
+    expect(() => decodeDataHeader(lh, 'x.data')).toThrow(/x\.data is not an LBS data file/);
+  });
+
+  it('encodes map entries and barriers at the documented sizes, and detects any changed byte', () => {
+    const b = Buffer.alloc(4096);
+    const cks = Uint32Array.of(1, 2, 3);
+    const ts = Float64Array.of(2 ** 40 + 1, 2 ** 40 + 2, 2 ** 40 + 3);
+    const n1 = encodeMapEntry(b, 0, { flags: 0, lbnStart: 7, pbnStart: 2 ** 31 + 5, count: 3 }, cks, ts, 0);
+    expect(n1).toBe(MAP_FIXED + 3 * MAP_PER_BLOCK);
+    const n2 = encodeMapEntry(b, n1, { flags: MAP_ZERO, lbnStart: 100, pbnStart: 0, count: 50 }, undefined, Float64Array.of(77), 0);
+    expect(n2).toBe(mapEntrySize(50, true));
+    expect(decodeMapEntry(b, 0)).toMatchObject({ lbnStart: 7, pbnStart: 2 ** 31 + 5, count: 3, checksums: cks, timestamps: ts });
+    expect(decodeMapEntry(b, n1)).toMatchObject({ flags: MAP_ZERO, lbnStart: 100, count: 50, firstTimestamp: 77 });
+    const barrier = encodeBarrier(b.subarray(0, n1 + n2), 5, 1000, 2);
+    expect(barrier.length).toBe(BARRIER_SIZE);
+    barrier.copy(b, n1 + n2);
+    expect(readPrefix(b, n1 + n2, 4096)).toMatchObject({ type: 2, length: BARRIER_SIZE });
+    expect(decodeBarrier(b, n1 + n2)).toMatchObject({ sequence: 5, clock: 1000, entryCount: 2 });
+    expect(barrierHashMatches(b, 0, n1 + n2)).toBe(true);
+    for (const at of [0, 13, n1 + 20, n1 + n2 + 20]) {
+      const c = Buffer.from(b);
+      c[at] ^= 0x10;
+      expect(barrierHashMatches(c, 0, n1 + n2)).toBe(false);
+    }
+  });
+
+  it('checksums: Fletcher-32 matches the published vector, both are stable on unaligned views', () => {
+    expect(fletcher32(Buffer.from('abcdefgh'))).toBe(0xebe19591);
+    const rnd = new Random(3);
+    const block = rnd.bytes(4097);
+    const aligned = new Uint8Array(4096);
+    aligned.set(block.subarray(1));
+    for (const f of [fletcher32, sha256_32]) expect(f(block.subarray(1))).toBe(f(aligned));
+    expect(checksumByName('SHA256').name).toBe('sha256');
+  });
+
+  it('default geometry: 8 GiB → 25 % more clusters, and at most 21 bytes of RAM per logical block', () => {
+    const geo = lbsGeometry({ size: 8 * 2 ** 30 });
+    expect(geo.clusterCount).toBe(10240);
+    const map = new BlockMap(Math.ceil(geo.logicalSize / geo.blockSize), geo.clusterCount, geo.clusterSize / geo.blockSize);
+    expect(map.bytesPerLogicalBlock()).toBeLessThanOrEqual(21.05);
+  });
+
+  it('replays a log of many entries and rolls back a tail whose barrier does not match', async () => {
+    const s = await formatMemStore({ size: 1 << 20, blockSize: 512, clusterSize: 4096 });
+    const dev = await openMem(s);
+    const rnd = new Random(11);
+    for (let i = 0; i < 200; i++) {
+      await dev.write(rnd.bytes(512), 512 * rnd.int(2048));
+      if (i % 50 === 49) await dev.flush();
+    }
+    await dev.close();
+    const again = await openMem(s);
+    expect(again.replay).toMatchObject({ sequence: 4, rolledBackEntries: 0, rolledBackBytes: 0 });
+    expect(again.replay.entries).toBeGreaterThan(150);
+    await again.close();
+    // Flip one byte inside the last group's entries: that group is rolled back, no more.
+    s.log.data[s.log.length - BARRIER_SIZE - 5] ^= 1;
+    const third = await openMem(s, { readOnly: true });
+    expect(third.replay.sequence).toBe(3);
+    expect(third.replay.rolledBackEntries).toBeGreaterThan(0);
+  });
+});
