@@ -13,6 +13,7 @@ import { unmountCommand } from './commands/unmount.js';
 import { createCommand } from './commands/create.js';
 import { infoCommand } from './commands/info.js';
 import { checkCommand } from './commands/check.js';
+import { snapshotCommand, undoCommand, commitCommand } from './commands/chain-ops.js';
 import { UsageError } from './output.js';
 
 function packageVersion(): string {
@@ -44,6 +45,9 @@ export async function main(argv: string[]): Promise<number> {
     .command(createCommand)
     .command(infoCommand)
     .command(checkCommand)
+    .command(snapshotCommand)
+    .command(undoCommand)
+    .command(commitCommand)
     .demandCommand(1, 'Name a command; see vdiskfs --help')
     .strict()
     .recommendCommands()

@@ -5,10 +5,12 @@ import type { LoadedDescriptor } from './descriptor.js';
 import type { OpenOptions, StoreKind } from './store-kind.js';
 import { flatStore } from './flat/flat-store.js';
 import { lbsStore } from './lbs/lbs-store.js';
+import { chainStore } from './chain/chain-store.js';
 
 const kinds = new Map<string, StoreKind>([
   [flatStore.kind, flatStore],
   [lbsStore.kind, lbsStore],
+  [chainStore.kind, chainStore],
 ]);
 
 export function storeKind(name: string, where = 'descriptor'): StoreKind {

@@ -24,7 +24,8 @@ export function windowsPathCandidates(value: string, childDir: string, relativeK
   } else {
     const slashed = v.replace(/\\/g, '/');
     const winAbsolute = /^\/\/[?.]\//.test(slashed) || /^[A-Za-z]:\//.test(slashed) || slashed.startsWith('//');
-    if (!winAbsolute && (relativeKey || !isAbsolute(slashed))) out.push(resolve(childDir, slashed));
+    // "\tmp\x\base.vhdx" (no drive) is how we write a POSIX absolute path in a Windows key.
+    if (!winAbsolute) out.push(isAbsolute(slashed) ? slashed : resolve(childDir, slashed));
   }
   const name = basename(v.replace(/\\/g, '/'));
   if (name) out.push(join(childDir, name));

@@ -16,7 +16,7 @@
  * A crash before the log entry is durable leaves the old metadata (new data unreachable); after
  * it, replay installs the whole entry. Every sector therefore reads old or new, never garbage.
  */
-import { dirname, relative, sep } from 'node:path';
+import { dirname, relative, resolve, sep } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { MiB, readU64LE, viewOf } from '../../formats/bytes.js';
 import { NULL_GUID, bracedGuid, parseGuid, randomGuid, type Guid } from '../../formats/guid.js';
@@ -609,6 +609,9 @@ export function vhdxFileBytes(path: string, options: CreateVhdxOptions): { piece
           // Lower case: libvhdi 20210425 reads only lower-case GUIDs here.
           { key: ParentLocatorKey.PARENT_LINKAGE, value: bracedGuid(options.parent.dataWriteGuid) },
           { key: ParentLocatorKey.RELATIVE_PATH, value: rel },
+          // libvhdi 20210425 reads only this key (then keeps the name after the last '\\'). There is
+          // no drive letter on this machine: the absolute POSIX path with '\\' separators.
+          { key: ParentLocatorKey.ABSOLUTE_WIN32_PATH, value: resolve(options.parent.path).split(sep).join('\\') },
         ],
       }),
     });
