@@ -6,8 +6,9 @@
 set -euo pipefail
 
 runtime=(fuse libfuse2)
-# qemu-system-common ships qemu-storage-daemon (the FUSE-export peer in make bench).
-tools=(qemu-utils qemu-system-common libvhdi-utils fio e2fsprogs util-linux psmisc xmount)
+# qemu-system-common ships qemu-storage-daemon (the FUSE-export peer in make bench); linux-perf
+# traces the LBS data file's writes for the benchmark's write-pattern figures.
+tools=(qemu-utils qemu-system-common libvhdi-utils fio e2fsprogs util-linux psmisc xmount linux-perf)
 want=("${runtime[@]}")
 [ "${1:-all}" = runtime ] || want+=("${tools[@]}")
 

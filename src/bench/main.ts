@@ -18,7 +18,9 @@ import { WORKLOADS, fioArgs, parseFioJson, prefillArgs, type Workload } from './
 import { formatMarkdown, formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type RatedRow, type Row } from './report.js';
 import { declareTargets, readStats, unavailableReason, type RunningTarget, type TargetSpec } from './targets.js';
 import { Cleanup, cpuSeconds, mountsUnder, processAlive, processesUnder, run, stopAllChildren } from './procs.js';
-import { extractCounters, writePattern, type WritePattern } from './write-pattern.js';
+import { extractCounters, writePattern, type ObservedRuns, type WritePattern } from './write-pattern.js';
+import { fdOf, perfAvailable, runStats, startPwriteTrace } from './pwrite-trace.js';
+import { realpathSync } from 'node:fs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -50,6 +52,7 @@ interface TargetRecord {
   payloadOffset?: number;
   /** The write pattern over every measured write job (LBS targets). */
   writePattern?: WritePattern;
+  patternNote?: string;
   cleanupErrors?: string[];
 }
 
@@ -202,7 +205,7 @@ async function main(): Promise<number> {
       try {
         const running = await spec.start({ dir, size: settings.size, cleanup, cli: CLI });
         record.payloadOffset = running.offset;
-        await measureTarget(spec, running, settings, outDir, rows, record);
+        await measureTarget(spec, running, settings, outDir, dir, rows, record);
         record.status = 'ran';
       } catch (err) {
         if (interrupted) break;
@@ -297,7 +300,7 @@ async function runFio(args: string[], output: string, timeoutMs: number): Promis
   return parseFioJson(text);
 }
 
-async function measureTarget(spec: TargetSpec, running: RunningTarget, settings: Settings, outDir: string, rows: ResultRow[], record: TargetRecord): Promise<void> {
+async function measureTarget(spec: TargetSpec, running: RunningTarget, settings: Settings, outDir: string, scratch: string, rows: ResultRow[], record: TargetRecord): Promise<void> {
   // Fill the disk once so reads never meet unwritten (sparse, zero, unmapped) blocks.
   const t0 = Date.now();
   const prefillOut = join(outDir, 'fio', `${spec.id}-prefill.json`);
@@ -322,6 +325,14 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
 
   const statsAtStart = extractCounters((await readStats(running.statsFile))?.stats);
   let clientBytesByFio = 0;
+  // The data file's write pattern is traced with perf when it can be (root, tracefs, linux-perf).
+  const tracing = running.dataFile !== undefined && running.pid !== undefined && perfAvailable();
+  const dataFd = tracing ? fdOf(running.pid!, realpathSync(running.dataFile!)) : undefined;
+  if (running.dataFile && (!tracing || dataFd === undefined)) {
+    record.patternNote = !tracing ? 'perf cannot trace syscalls here; the sequential fraction comes from the store\'s counters, if any' : `the serving process holds no descriptor on ${running.dataFile}`;
+    say(`  write pattern: ${record.patternNote}`);
+  }
+  const total: { bytes: number; runs: number; sequentialBytes: number } = { bytes: 0, runs: 0, sequentialBytes: 0 };
   for (const w of settings.workloads) {
     for (const direct of [false, true]) {
       const name = `${spec.id}-${w.id}-${direct ? 'direct' : 'buffered'}`;
@@ -334,6 +345,7 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
       const before = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
       const statsBefore = running.statsFile ? extractCounters((await readStats(running.statsFile))?.stats) : undefined;
       const loadavg = os.loadavg()[0];
+      const trace = w.writes && dataFd !== undefined ? await startPwriteTrace(running.pid!, join(scratch, `${name}.perf`)) : undefined;
       const t = Date.now();
       try {
         const result = await runFio(
@@ -343,16 +355,24 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
         );
         const wallSeconds = (Date.now() - t) / 1000;
         const after = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
+        let observed: ObservedRuns | undefined;
+        if (trace) {
+          observed = runStats(await trace.stop(), dataFd!);
+          total.bytes += observed.bytes;
+          total.runs += observed.runs;
+          total.sequentialBytes += observed.sequentialBytes;
+        }
         const row: ResultRow = { target: spec.id, workload: w.id, direct, result, cpuSeconds: before !== undefined && after !== undefined ? after - before : undefined, loadavg, wallSeconds };
         if (statsBefore && w.writes && spec.requires.storeKind === 'lbs') {
           const writeFraction = w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1;
-          row.pattern = writePattern(statsBefore, extractCounters((await readStats(running.statsFile))?.stats), result.ioBytes * writeFraction);
+          row.pattern = writePattern(statsBefore, extractCounters((await readStats(running.statsFile))?.stats), result.ioBytes * writeFraction, observed);
         }
         if (w.writes) clientBytesByFio += result.ioBytes * (w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1);
         rows.push(row);
         say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} ${(result.bandwidth / 1e6).toFixed(1).padStart(8)} MB/s ${result.iops.toFixed(0).padStart(7)} IOPS  p99 ${result.p99LatencyUs.toFixed(0)} µs`);
       } catch (err) {
         if (interrupted) throw err;
+        await trace?.stop().catch(() => {});
         rows.push({ target: spec.id, workload: w.id, direct, note: `failed: ${(err as Error).message.slice(0, 200)}` });
         say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} failed: ${(err as Error).message}`);
         throw err;
@@ -360,7 +380,7 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
     }
   }
   if (spec.requires.storeKind === 'lbs' && running.statsFile) {
-    record.writePattern = writePattern(statsAtStart, extractCounters((await readStats(running.statsFile))?.stats), clientBytesByFio);
+    record.writePattern = writePattern(statsAtStart, extractCounters((await readStats(running.statsFile))?.stats), clientBytesByFio, dataFd !== undefined ? total : undefined);
   }
 }
 
@@ -377,7 +397,9 @@ function formatPatterns(rows: readonly ResultRow[], records: readonly TargetReco
   const lbs = specs.filter((s) => s.requires.storeKind === 'lbs').map((s) => s.id);
   const withPattern = rows.filter((r) => lbs.includes(r.target) && r.pattern);
   if (withPattern.length === 0) return '';
-  const lines = ['LBS write pattern (from the store\'s stats; client bytes from the store, else from fio):', `${'target'.padEnd(26)} ${'job'.padEnd(30)} ${'client MB'.padStart(9)} ${'data MB'.padStart(9)} ${'log MB'.padStart(8)} ${'seq'.padStart(7)} ${'mean run KiB'.padStart(12)} ${'WA'.padStart(6)}`];
+  const lines = [
+    'LBS write pattern: client, data-file and log bytes from the store\'s stats (WA = (data + log) ÷ client);',
+    'seq (bytes continuing the previous data-file write) and mean run from the traced data-file pwrites (perf):', `${'target'.padEnd(26)} ${'job'.padEnd(30)} ${'client MB'.padStart(9)} ${'data MB'.padStart(9)} ${'log MB'.padStart(8)} ${'seq'.padStart(7)} ${'mean run KiB'.padStart(12)} ${'WA'.padStart(6)}`];
   const line = (target: string, job: string, p: WritePattern) =>
     `${target.padEnd(26)} ${job.padEnd(30)} ${mb(p.clientBytes).padStart(9)} ${mb(p.dataBytes).padStart(9)} ${mb(p.logBytes).padStart(8)} ${pct(p.sequentialFraction).padStart(7)} ${(p.meanRunBytes === undefined ? '—' : (p.meanRunBytes / 1024).toFixed(0)).padStart(12)} ${(p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)).padStart(6)}`;
   for (const r of withPattern) lines.push(line(r.target, `${r.workload} ${r.direct ? 'direct' : 'buffered'}`, r.pattern!));

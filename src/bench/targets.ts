@@ -52,6 +52,8 @@ export interface RunningTarget {
   readonly pid?: number;
   /** A vdiskfs store's stats file (.vdiskfs/NAME.stats.json). */
   readonly statsFile?: string;
+  /** The store's data file, whose writes are traced for the write pattern (LBS). */
+  readonly dataFile?: string;
   /** Stops the server and unmounts (also registered with the cleanup, so it runs on failure). */
   stop(): Promise<void>;
 }
@@ -243,6 +245,8 @@ export function lbsChecksumChoices(cli: string): { choices: string[]; default?: 
 
 interface VdiskfsStore {
   kind: string;
+  /** The data file whose write pattern is traced, if any. */
+  dataFile?(dir: string): string;
   /** Makes what the create command expects to exist. */
   prepare?(dir: string): Promise<void>;
   /** Extra `vdiskfs create KIND` arguments; `dir` is the target's scratch directory. */
@@ -330,7 +334,7 @@ async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: strin
   }
   const file = join(mnt, `${name}.${view}`);
   const offset = view === 'vhdx' ? await vhdxPayloadOffset(file, ctx.size) : 0;
-  return { file, offset, pid, statsFile: join(mnt, '.vdiskfs', `${name}.stats.json`), stop };
+  return { file, offset, pid, statsFile: join(mnt, '.vdiskfs', `${name}.stats.json`), dataFile: store.dataFile?.(ctx.dir), stop };
 }
 
 const flat: VdiskfsStore = { kind: 'flat', createArgs: (dir) => ['--image', join(dir, 'disk.img')] };
@@ -338,6 +342,7 @@ const flat: VdiskfsStore = { kind: 'flat', createArgs: (dir) => ['--image', join
 function lbs(checksum: string | undefined): VdiskfsStore {
   return {
     kind: 'lbs',
+    dataFile: (dir) => join(dir, 'data.lbs'),
     // The metadata directory must exist and be private (the store refuses a group/world-writable one).
     prepare: (dir) => mkdir(join(dir, 'meta'), { mode: 0o700 }).then(() => {}),
     // The benchmark keeps the metadata log beside the data file (one disk for every target).

@@ -64,19 +64,38 @@ export interface WritePattern {
   meanRunBytes?: number;
   /** (data-file bytes + log bytes) ÷ client bytes. */
   writeAmplification?: number;
+  /** Data-file bytes seen by the pwrite trace, when the sequential fraction and mean run come from it. */
+  observedBytes?: number;
 }
 
-/** The write pattern between two snapshots; a figure is absent when its counters are. */
-export function writePattern(before: WriteCounters, after: WriteCounters, fallbackClientBytes?: number): WritePattern {
+/** Data-file writes observed from outside the store (see pwrite-trace.ts). */
+export interface ObservedRuns {
+  readonly bytes: number;
+  readonly runs: number;
+  readonly sequentialBytes: number;
+}
+
+/**
+ * The write pattern between two snapshots; a figure is absent when its counters are. Observed
+ * data-file writes, when given, supply the sequential fraction and the mean run length (and the
+ * data-file bytes if the store does not count them).
+ */
+export function writePattern(before: WriteCounters, after: WriteCounters, fallbackClientBytes?: number, observed?: ObservedRuns): WritePattern {
   const d = (k: keyof WriteCounters) => (after[k] !== undefined && before[k] !== undefined ? after[k]! - before[k]! : after[k]);
   const clientBytes = d('clientBytes') ?? fallbackClientBytes;
-  const dataBytes = d('dataBytes');
+  const dataBytes = d('dataBytes') ?? observed?.bytes;
   const logBytes = d('logBytes');
-  const seq = d('sequentialBytes');
-  const runs = d('runs');
   const p: WritePattern = { clientBytes, dataBytes, logBytes };
-  if (dataBytes !== undefined && seq !== undefined && dataBytes > 0) p.sequentialFraction = seq / dataBytes;
-  if (dataBytes !== undefined && runs !== undefined && runs > 0) p.meanRunBytes = dataBytes / runs;
+  if (observed) {
+    p.observedBytes = observed.bytes;
+    if (observed.bytes > 0) p.sequentialFraction = observed.sequentialBytes / observed.bytes;
+    if (observed.runs > 0) p.meanRunBytes = observed.bytes / observed.runs;
+  } else {
+    const seq = d('sequentialBytes');
+    const runs = d('runs');
+    if (dataBytes !== undefined && seq !== undefined && dataBytes > 0) p.sequentialFraction = seq / dataBytes;
+    if (dataBytes !== undefined && runs !== undefined && runs > 0) p.meanRunBytes = dataBytes / runs;
+  }
   if (dataBytes !== undefined && clientBytes !== undefined && clientBytes > 0) p.writeAmplification = (dataBytes + (logBytes ?? 0)) / clientBytes;
   return p;
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { WORKLOADS, fioArgs, parseFioJson } from '../../src/bench/fio.js';
 import { formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type Row, type TargetInfo } from '../../src/bench/report.js';
 import { extractCounters, writePattern } from '../../src/bench/write-pattern.js';
+import { parsePerfScript, runStats } from '../../src/bench/pwrite-trace.js';
 
 const fixture = (name: string) => readFileSync(join(import.meta.dirname, 'fixtures', name), 'utf8');
 
@@ -168,5 +169,36 @@ describe('LBS write pattern', () => {
     expect(p.sequentialFraction).toBeUndefined();
     expect(p.meanRunBytes).toBeUndefined();
     expect(writePattern({}, {}).writeAmplification).toBeUndefined();
+  });
+});
+
+describe('data-file write runs from a perf trace', () => {
+  // Lines as `perf script` prints syscalls:sys_enter_pwrite64 events (perf 6.1).
+  const perf = [
+    '            node 21911 [000]  1206.451198: syscalls:sys_enter_pwrite64: fd: 0x00000013, buf: 0x2f965f20, count: 0x00100000, pos: 0x00400000',
+    '            node 21910 [001]  1206.451309: syscalls:sys_enter_pwrite64: fd: 0x00000013, buf: 0x2f9ca420, count: 0x00100000, pos: 0x00500000',
+    '            node 21910 [001]  1206.451310: syscalls:sys_enter_pwrite64: fd: 0x00000014, buf: 0x2f9ca420, count: 0x00000200, pos: 0x00000000',
+    '            node 21908 [000]  1206.451380: syscalls:sys_enter_pwrite64: fd: 0x00000013, buf: 0x2f83a680, count: 0x00080000, pos: 0x00600000',
+    '            node 21909 [000]  1206.451447: syscalls:sys_enter_pwrite64: fd: 0x00000013, buf: 0x2fb599a0, count: 0x00100000, pos: 0x00200000',
+    'some unrelated line',
+    '            node 21911 [000]  1206.451509: syscalls:sys_enter_pwrite64: fd: 0x00000013, buf: 0x2f95a470, count: 0x00000000, pos: 0x00300000',
+  ].join('\n');
+
+  it('parses fd, length and offset of every pwrite64 event, in order', () => {
+    const events = parsePerfScript(perf);
+    expect(events).toHaveLength(6);
+    expect(events[0]).toEqual({ fd: 19, count: 1 << 20, pos: 4 << 20 });
+    expect(events[2]).toEqual({ fd: 20, count: 512, pos: 0 });
+  });
+
+  it('counts runs and the bytes that continued the previous write, on one descriptor only', () => {
+    const s = runStats(parsePerfScript(perf), 19);
+    // 4 MiB+1 MiB+512 KiB form one run (the last two continue it); the write at 2 MiB seeks back.
+    expect(s).toEqual({ bytes: (3 << 20) + (512 << 10), writes: 4, runs: 2, sequentialBytes: (1 << 20) + (512 << 10) });
+    const p = writePattern({ clientBytes: 0, dataBytes: 0 }, { clientBytes: 1 << 20, dataBytes: 4 << 20 }, undefined, s);
+    expect(p.sequentialFraction).toBeCloseTo(1.5 / 3.5, 12);
+    expect(p.meanRunBytes).toBe(1.75 * (1 << 20));
+    expect(p.observedBytes).toBe(3.5 * (1 << 20));
+    expect(p.writeAmplification).toBe(4); // from the store's counters, not the trace
   });
 });
