@@ -116,7 +116,7 @@ export const lbsStore: StoreKind = {
           barriers: st.log.lastBarrier,
           logEntries: st.recovery.entriesReplayed,
           uncommittedTail: st.recovery.rolledBackBytes ? `${st.recovery.rolledBackEntries} entries (${st.recovery.rolledBackBytes} bytes) after the last barrier; rolled back at the next mount` : 'none',
-          ramBytesPerLogicalBlock: st.ramBytesPerLogicalBlock,
+          ramPerLogicalBlock: `${st.ramBytesPerLogicalBlock} B`,
         });
       } finally {
         await dev.close();
