@@ -9,7 +9,7 @@
  * removed at the end of the run, also when it fails or is interrupted; results go to bench/results/.
  */
 import { parseArgs } from 'node:util';
-import { mkdir, rm, writeFile, readFile, symlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile, readFile, symlink } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,7 +156,12 @@ async function main(): Promise<number> {
     say('vdiskfs bench: fio is not installed; run scripts/install-deps.sh (make bench does)');
     return 1;
   }
-  await rm(WORK_ROOT, { recursive: true, force: true });
+  // Scratch left by an earlier run that died (no mounts or processes remain, checked above): only
+  // our own run-* directories are removed, never anything else under a user-chosen directory.
+  await mkdir(WORK_ROOT, { recursive: true });
+  for (const entry of await readdir(WORK_ROOT)) {
+    if (entry.startsWith('run-')) await rm(join(WORK_ROOT, entry), { recursive: true, force: true });
+  }
 
   const stamp = new Date().toISOString().replace(/[:]/g, '').replace(/\..*$/, 'Z');
   const runDir = join(WORK_ROOT, `run-${stamp}-${process.pid}`);
@@ -164,7 +169,7 @@ async function main(): Promise<number> {
   await mkdir(runDir, { recursive: true });
   await mkdir(join(outDir, 'fio'), { recursive: true });
   const cleanup = new Cleanup();
-  cleanup.add('remove scratch files', () => rm(WORK_ROOT, { recursive: true, force: true }));
+  cleanup.add('remove scratch files', () => rm(runDir, { recursive: true, force: true }));
 
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) return;
@@ -284,7 +289,7 @@ function refuseLeftovers(): string | undefined {
   }
   // fusermount helpers (auto_unmount) exit by themselves once their mount is gone.
   for (const p of procs.filter((x) => !/^\S*fusermount3? /.test(x.cmdline))) lines.push(`  kill ${p.pid}   # if it is still running after the unmounts`);
-  lines.push(`  rm -rf ${WORK_ROOT}`);
+  lines.push(`  rm -rf ${WORK_ROOT}/run-*`);
   return lines.join('\n');
 }
 
