@@ -100,7 +100,7 @@ export async function acquireLock(loaded: LoadedDescriptor, what: string): Promi
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) {
         throw new VdiskError('EBUSY', `${loaded.name} is in use by process ${pid} (mounted?); cannot ${what} now. Unmount it first`);
       }
       await rm(path, { force: true });
