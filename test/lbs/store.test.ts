@@ -189,6 +189,19 @@ describe('lbs open: bad input gives a clear error and changes nothing', () => {
     await again.close();
   });
 
+  it('one writer at a time: a second writable open is refused, a stale lock is taken over', async () => {
+    const s = await newStore(1 << 20);
+    const first = checked(await openStore(s.loaded));
+    await expect(openStore(s.loaded)).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/is open for writing by process \d+ \(mounted\?\)/) });
+    const ro = checked(await openStore(s.loaded, { readOnly: true }));
+    await ro.close();
+    await first.close();
+    await writeFile(s.logPath + '.lock', '999999999\n');
+    const second = checked(await openStore(s.loaded));
+    await second.close();
+    await expect(stat(s.logPath + '.lock')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('a read-only open refuses writes', async () => {
     const s = await newStore(1 << 20);
     const dev = checked(await openStore(s.loaded, { readOnly: true }));

@@ -49,8 +49,10 @@ export interface LbsOpenOptions {
   expectedSize?: number;
   /** A barrier is made by itself once this many bytes of entries wait (bounds replay and RAM). */
   autoBarrierBytes?: number;
-  /** Testing: pretend the meta/data are this name in logs. */
+  /** The store's name, for log lines. */
   name?: string;
+  /** Called once the files are closed (the store kind releases its lock here). */
+  onClose?: () => Promise<void>;
 }
 
 const DEFAULT_AUTO_BARRIER = 4 << 20;
@@ -530,6 +532,7 @@ export class LbsDevice implements BlockDevice {
       this.closed = true;
       await this.data.close().catch(() => {});
       await this.logFile.close().catch(() => {});
+      await this.options.onClose?.();
     }
   }
 

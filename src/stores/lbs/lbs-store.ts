@@ -8,7 +8,7 @@
  *
  * The authoritative geometry is in the files' headers; the descriptor repeats it for `info`.
  */
-import { stat } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { storeInteger, storePath, type LoadedDescriptor } from '../descriptor.js';
@@ -51,6 +51,40 @@ async function checkLogFile(logPath: string): Promise<void> {
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One writer at a time: a writable open holds `<log>.lock` (its PID) beside the log, on the
+ * protected side. Two writers appending to one log would destroy it. A lock left by a dead process
+ * (kill -9) is taken over.
+ */
+async function acquireLock(logPath: string, name: string): Promise<() => Promise<void>> {
+  const path = `${logPath}.lock`;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return () => rm(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) {
+        throw new VdiskError('EBUSY', `store ${name} is open for writing by process ${pid} (mounted?); unmount it first, or open it read-only`);
+      }
+      await rm(path, { force: true });
+    }
+  }
+  throw new VdiskError('EBUSY', `cannot take the lock ${path}`);
+}
+
 /** Opens the store's files after the protected-mount checks. */
 export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: boolean } = {}): Promise<LbsDevice> {
   const { dataPath, metaDir, logPath } = paths(loaded);
@@ -58,9 +92,11 @@ export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: bo
   await checkMetaDir(metaDir);
   await checkLogFile(logPath);
   if (loaded.descriptor.store.allowSameFilesystem !== true) await checkSeparateFilesystems(metaDir, dataPath);
-  const data = await NodeFile.open(dataPath, { readOnly: options.readOnly, what: 'LBS data file' });
+  const release = options.readOnly ? undefined : await acquireLock(logPath, loaded.name);
+  let data: NodeFile | undefined;
   let log: NodeFile | undefined;
   try {
+    data = await NodeFile.open(dataPath, { readOnly: options.readOnly, what: 'LBS data file' });
     log = await NodeFile.open(logPath, { readOnly: options.readOnly, what: 'metadata log' });
     return await LbsDevice.open(data, log, {
       readOnly: options.readOnly,
@@ -69,10 +105,12 @@ export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: bo
       expectedId: loaded.descriptor.id,
       expectedSize: size,
       name: loaded.name,
+      onClose: release,
     });
   } catch (err) {
-    await data.close().catch(() => {});
+    await data?.close().catch(() => {});
     await log?.close().catch(() => {});
+    await release?.();
     throw err;
   }
 }
