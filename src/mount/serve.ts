@@ -22,6 +22,8 @@ export interface ServeOptions {
   requestTimeoutMs: number;
   logFile?: string;
   debugFuse?: boolean;
+  /** Chain stores: take a snapshot this often (ms); stores without a snapshot hook are left alone. */
+  snapshotIntervalMs?: number;
   /** Called once the mount is live. */
   onReady?: (info: { stores: number; files: string[] }) => void;
 }
@@ -44,6 +46,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   await writeMountState({ pid: process.pid, mountpoint, source, logFile: options.logFile, startedAt: new Date().toISOString() });
   log.info({ source, mountpoint, files: [...table.files.keys()] }, 'mounted');
   options.onReady?.({ stores: table.stores.length, files: [...table.files.keys()] });
+  const snapshots = options.snapshotIntervalMs ? startSnapshotTimer(table, options.snapshotIntervalMs, log) : undefined;
 
   await new Promise<void>((done) => {
     let stopping = false;
@@ -54,6 +57,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       stopping = true;
       const force = signals >= 2;
       log.info({ signal, force }, 'stopping');
+      snapshots?.stop();
       try {
         await table.flushAll();
       } catch (err) {
@@ -87,4 +91,32 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGHUP', () => void stop('SIGHUP'));
   });
+}
+
+/**
+ * Periodic snapshots: every `intervalMs` each store whose device offers snapshot() (chain stores)
+ * takes one. The device swaps its top layer internally, so views and open files keep working.
+ */
+function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnType<typeof logger>): { stop(): void } {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    void (async () => {
+      for (const s of table.stores) {
+        const dev = s.device.inner as { snapshot?: () => Promise<string> };
+        if (typeof dev.snapshot !== 'function' || !s.device.capabilities.writable) continue;
+        try {
+          const top = await dev.snapshot();
+          log.info({ store: s.name, top }, 'periodic snapshot');
+        } catch (err) {
+          log.error({ err, store: s.name }, 'periodic snapshot failed');
+        }
+      }
+    })().finally(() => {
+      running = false;
+    });
+  }, intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }

@@ -22,6 +22,7 @@ interface Args {
   logLevel: string;
   requestTimeout: number;
   debugFuse: boolean;
+  snapshotInterval?: string;
 }
 
 type ChildMessage = { type: 'ready'; files: string[] } | { type: 'error'; message: string };
@@ -38,10 +39,12 @@ export const mountCommand = defineCommand<Args>({
       .option('read-only', { type: 'boolean', default: false, describe: 'Open every store read-only' })
       .option('log-file', { type: 'string', describe: 'Where the daemon logs (default: /run/vdiskfs/<id>.log, printed at mount)' })
       .option('request-timeout', { type: 'number', default: 60, describe: 'Seconds before a request the store has not answered fails with EIO' })
+      .option('snapshot-interval', { type: 'string', describe: 'Chain stores: take a snapshot this often (e.g. 30m, 2h, 90s; plain numbers are seconds)' })
       .option('debug-fuse', { type: 'boolean', default: false, hidden: true, describe: 'libfuse debug output' })
       .example('$0 mount ./disks /mnt/vdisks', 'then: qemu-img info /mnt/vdisks/NAME.vhdx, or losetup -f --show /mnt/vdisks/NAME.raw'),
   handler: async (args) => {
     const views = args.views ? parseViewList(args.views, '--views') : undefined;
+    if (args.snapshotInterval !== undefined) parseInterval(args.snapshotInterval);
     if (args.foreground) return runForeground(args, views);
     return startBackground(args);
   },
@@ -60,6 +63,7 @@ async function runForeground(args: Args, views: string[] | undefined): Promise<v
       requestTimeoutMs: Math.round(args.requestTimeout * 1000),
       logFile: args.logFile,
       debugFuse: args.debugFuse,
+      snapshotIntervalMs: args.snapshotInterval !== undefined ? parseInterval(args.snapshotInterval) : undefined,
       onReady: ({ files }) => {
         if (notify) {
           process.send!({ type: 'ready', files } satisfies ChildMessage);
@@ -94,6 +98,7 @@ async function startBackground(args: Args): Promise<void> {
   ];
   if (args.views) childArgs.push('--views', args.views);
   if (args.readOnly) childArgs.push('--read-only');
+  if (args.snapshotInterval !== undefined) childArgs.push('--snapshot-interval', args.snapshotInterval);
   const child = spawn(process.execPath, childArgs, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
   const outcome = await new Promise<ChildMessage | { type: 'exit'; code: number | null }>((done) => {
     child.once('message', (m) => done(m as ChildMessage));
@@ -109,4 +114,12 @@ async function startBackground(args: Args): Promise<void> {
   }
   if (outcome.type === 'error') throw new VdiskError('EIO', outcome.message);
   throw new VdiskError('EIO', `the mount daemon exited (code ${outcome.code}) before the mount was ready; see ${logFile}`);
+}
+
+/** "90", "90s", "30m", "2h" → milliseconds (at least one second). */
+export function parseInterval(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$/i.exec(text);
+  const ms = m ? Number(m[1]) * ({ s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[(m[2] ?? 's').toLowerCase()]! : NaN;
+  if (!Number.isFinite(ms) || ms < 1000) throw new VdiskError('EINVAL', `--snapshot-interval ${JSON.stringify(text)}: give a duration of at least 1 second, e.g. 90s, 30m, 2h`);
+  return ms;
 }
