@@ -62,27 +62,35 @@ export class RegionMap {
     return this.regions[this.indexAt(offset)]!;
   }
 
-  private checkRange(offset: number, length: number, what: string): void {
+  /**
+   * Not an async function on purpose: a request inside one region returns that region's own
+   * promise, so the data path adds no promise or microtask hop (only the binary search).
+   */
+  read(dest: Uint8Array, offset: number): Promise<void> {
+    const length = dest.length;
+    if (length === 0) return Promise.resolve();
     if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) {
-      throw new VdiskError('EINVAL', `${what} of ${length} bytes at ${offset} lies outside the ${this.size}-byte file`);
+      return Promise.reject(outside('read', offset, length, this.size));
     }
+    const i = this.indexAt(offset);
+    const r = this.regions[i]!;
+    const inRegion = offset - r.start;
+    if (inRegion + length <= r.length) {
+      try {
+        return Promise.resolve(r.read(dest, inRegion));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.readSpanning(dest, i, inRegion);
   }
 
-  async read(dest: Uint8Array, offset: number): Promise<void> {
-    const length = dest.length;
-    if (length === 0) return;
-    this.checkRange(offset, length, 'read');
-    let i = this.indexAt(offset);
-    let r = this.regions[i]!;
-    let inRegion = offset - r.start;
-    if (inRegion + length <= r.length) {
-      await r.read(dest, inRegion); // the hot path: one region, no copy, no allocation
-      return;
-    }
+  private async readSpanning(dest: Uint8Array, i: number, inRegion: number): Promise<void> {
     const pending: (Promise<void> | void)[] = [];
+    let r = this.regions[i]!;
     let done = 0;
-    while (done < length) {
-      const n = Math.min(r.length - inRegion, length - done);
+    while (done < dest.length) {
+      const n = Math.min(r.length - inRegion, dest.length - done);
       pending.push(r.read(dest.subarray(done, done + n), inRegion));
       done += n;
       r = this.regions[++i]!;
@@ -91,18 +99,29 @@ export class RegionMap {
     await Promise.all(pending);
   }
 
-  async write(src: Uint8Array, offset: number): Promise<void> {
+  /** Like read(): a write inside one region returns that region's promise directly. */
+  write(src: Uint8Array, offset: number): Promise<void> {
     const length = src.length;
-    if (length === 0) return;
-    this.checkRange(offset, length, 'write');
-    let i = this.indexAt(offset);
+    if (length === 0) return Promise.resolve();
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) {
+      return Promise.reject(outside('write', offset, length, this.size));
+    }
+    const i = this.indexAt(offset);
     const r = this.regions[i]!;
     const inRegion = offset - r.start;
     if (inRegion + length <= r.length) {
-      if (!r.write) throw refused(r);
-      await r.write(src, inRegion);
-      return;
+      if (!r.write) return Promise.reject(refused(r));
+      try {
+        return r.write(src, inRegion);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
+    return this.writeSpanning(src, i, inRegion);
+  }
+
+  private async writeSpanning(src: Uint8Array, i: number, inRegion: number): Promise<void> {
+    const length = src.length;
     const pieces: { region: Region; data: Uint8Array; at: number }[] = [];
     let done = 0;
     let at = inRegion;
@@ -119,6 +138,10 @@ export class RegionMap {
     }
     await Promise.all(pieces.map((p) => p.region.write!(p.data, p.at)));
   }
+}
+
+function outside(what: string, offset: number, length: number, size: number): VdiskError {
+  return new VdiskError('EINVAL', `${what} of ${length} bytes at ${offset} lies outside the ${size}-byte file`);
 }
 
 function refused(r: Region): VdiskError {
