@@ -11,6 +11,9 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mountVdiskfs, onCleanup, requireTools, run, scratch, vdiskfs, type Mounted } from './support/native.js';
+import * as vhdx from '../src/formats/vhdx.js';
+import * as vhd from '../src/formats/vhd.js';
+import { NULL_GUID } from '../src/formats/guid.js';
 
 const MiB = 1 << 20;
 const TiB = 2 ** 40;
@@ -264,5 +267,61 @@ describe('views through the mount', () => {
     expect(r.stderr).toMatch(/store big: cannot show it as a VHD: a VHD can describe at most 2040 GiB/);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(failMnt);
     await rm(failMnt, { recursive: true, force: true });
+  });
+});
+
+describe('the format modules read files qemu-img made', () => {
+  it('VHDX: headers, region table, metadata, BAT, payload and the log entry of an allocation', async () => {
+    const f = join(dir, 'qemu.vhdx');
+    await ok('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic,block_size=8M', f, '1G']);
+    await ok('qemu-io', ['-f', 'vhdx', '-c', 'write -P 0x42 8M 4k', f]);
+    const b = new Uint8Array(await readFile(f));
+    expect(vhdx.decodeFileIdentifier(b).creator).toMatch(/QEMU/);
+    const { header } = vhdx.selectCurrentHeader(b.subarray(vhdx.HEADER1_OFFSET), b.subarray(vhdx.HEADER2_OFFSET));
+    expect(header).toMatchObject({ logGuid: NULL_GUID, version: 1, logVersion: 0 });
+    const regions = vhdx.decodeRegionTable(b.subarray(vhdx.REGION_TABLE1_OFFSET));
+    const batRegion = regions.find((r) => r.guid === vhdx.REGION_GUID_BAT)!;
+    const metaRegion = regions.find((r) => r.guid === vhdx.REGION_GUID_METADATA)!;
+    const region = b.subarray(metaRegion.fileOffset, metaRegion.fileOffset + metaRegion.length);
+    const meta = vhdx.decodeMetadataItems(vhdx.decodeMetadataTable(region, metaRegion.length), (o, n) => region.subarray(o, o + n));
+    expect(meta).toMatchObject({ virtualDiskSize: 1 << 30, logicalSectorSize: 512, fileParameters: { blockSize: 8 * MiB, hasParent: false } });
+    const g = vhdx.batGeometry({ virtualSize: meta.virtualDiskSize, blockSize: meta.fileParameters.blockSize, logicalSectorSize: 512 });
+    const entry = (block: number) => vhdx.decodeBatEntry(b, batRegion.fileOffset + vhdx.payloadBatIndex(block, g.chunkRatio) * 8);
+    expect(entry(0).state).toBeLessThan(vhdx.PayloadBlockState.FULLY_PRESENT);
+    const e1 = entry(1);
+    expect(e1.state).toBe(vhdx.PayloadBlockState.FULLY_PRESENT);
+    expect(b.subarray(e1.fileOffset, e1.fileOffset + 4096).every((x) => x === 0x42)).toBe(true);
+    // The allocation went through the log (QEMU logs BAT updates): decode that entry.
+    const log = b.subarray(header.logOffset, header.logOffset + header.logLength);
+    const h = vhdx.decodeLogEntryHeader(log);
+    expect(vhdx.logEntryChecksumOk(log)).toBe(true);
+    expect(h.descriptorCount).toBeGreaterThan(0);
+    const descriptors = Array.from({ length: h.descriptorCount }, (_, i) => vhdx.decodeLogDescriptor(log, vhdx.logDescriptorOffset(i)));
+    const data = descriptors.find((d): d is Extract<vhdx.VhdxLogDescriptor, { kind: 'data' }> => d.kind === 'data');
+    if (!data) throw new Error('the log entry has no data descriptor');
+    expect(data.fileOffset).toBe(batRegion.fileOffset);
+    const sector = vhdx.decodeLogDataSector(log.subarray(vhdx.logDescriptorSectors(h.descriptorCount) * 4096));
+    expect(vhdx.logSequenceMatches(h.sequenceNumber, sector)).toBe(true);
+    const restored = vhdx.restoreLoggedSector(data, sector);
+    expect(vhdx.decodeBatEntry(restored, vhdx.payloadBatIndex(1, g.chunkRatio) * 8)).toEqual(e1);
+  });
+
+  it('VHD: footer (both copies), dynamic header, BAT and MSB-first bitmap of a dynamic disk', async () => {
+    const f = join(dir, 'qemu.vhd');
+    await ok('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', f, '64M']);
+    await ok('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x24 2M 4k', f]);
+    const b = new Uint8Array(await readFile(f));
+    const footer = vhd.decodeVhdFooter(b.subarray(b.length - 512));
+    expect(footer).toMatchObject({ currentSize: 64 * MiB, diskType: vhd.VhdDiskType.DYNAMIC, dataOffset: 512, creatorApplication: 'qem2' });
+    expect(vhd.decodeVhdFooter(b.subarray(0, 512))).toEqual(footer);
+    const dyn = vhd.decodeVhdDynamicHeader(b.subarray(512));
+    expect(dyn).toMatchObject({ blockSize: 2 * MiB, maxTableEntries: 32 });
+    const bat = vhd.decodeVhdBat(b.subarray(dyn.tableOffset), dyn.maxTableEntries);
+    expect(bat[0]).toBe(vhd.VHD_BAT_UNUSED);
+    expect(bat[1]).not.toBe(vhd.VHD_BAT_UNUSED);
+    const bitmap = b.subarray(bat[1]! * 512, bat[1]! * 512 + vhd.vhdBlockBitmapSize(dyn.blockSize));
+    expect(vhd.vhdBitmapGet(bitmap, 0)).toBe(true);
+    const at = vhd.vhdSectorOffset(bat[1]!, dyn.blockSize, 0);
+    expect(b.subarray(at, at + 4096).every((x) => x === 0x24)).toBe(true);
   });
 });
