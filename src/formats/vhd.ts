@@ -219,13 +219,28 @@ export function decodeVhdFooter(bytes: Uint8Array, options: { verify?: boolean }
   };
 }
 
-/** A footer for a fixed disk of `size` bytes, as Hyper-V writes it (creator "win ", exact size). */
-export function fixedVhdFooter(options: { size: number; uniqueId: Guid; timestamp?: number; creatorApplication?: string }): VhdFooter {
+/**
+ * A new footer as Hyper-V writes one: creator "win " (so QEMU trusts Current Size), host "Wi2k",
+ * spec CHS. Fixed disks have no data offset; dynamic and differencing disks point at the dynamic
+ * header, 512 by default (right after the footer copy at offset 0).
+ */
+export function newVhdFooter(options: {
+  size: number;
+  uniqueId: Guid;
+  diskType: number;
+  timestamp?: number;
+  creatorApplication?: string;
+  dynamicHeaderOffset?: number;
+}): VhdFooter {
   validateVhdSize(options.size);
+  const fixed = options.diskType === VhdDiskType.FIXED;
+  if (!fixed && options.diskType !== VhdDiskType.DYNAMIC && options.diskType !== VhdDiskType.DIFFERENCING) {
+    throw new RangeError(`VHD disk type ${options.diskType}`);
+  }
   return {
     features: VHD_FEATURES_RESERVED,
     fileFormatVersion: VHD_VERSION,
-    dataOffset: undefined,
+    dataOffset: fixed ? undefined : (options.dynamicHeaderOffset ?? VHD_FOOTER_SIZE),
     timestamp: options.timestamp ?? 0,
     creatorApplication: options.creatorApplication ?? 'win ',
     creatorVersion: 0x000a0000,
@@ -233,10 +248,15 @@ export function fixedVhdFooter(options: { size: number; uniqueId: Guid; timestam
     originalSize: options.size,
     currentSize: options.size,
     geometry: chsGeometry(options.size),
-    diskType: VhdDiskType.FIXED,
+    diskType: options.diskType,
     uniqueId: options.uniqueId,
     savedState: false,
   };
+}
+
+/** A footer for a fixed disk of `size` bytes (creator "win ", exact size). */
+export function fixedVhdFooter(options: { size: number; uniqueId: Guid; timestamp?: number; creatorApplication?: string }): VhdFooter {
+  return newVhdFooter({ ...options, diskType: VhdDiskType.FIXED });
 }
 
 /** Throws a clear error unless a VHD can describe a disk of `size` bytes. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   FooterField, VHD_BAT_UNUSED, VHD_FOOTER_SIZE, VhdDiskType, VhdPlatformCode, checkVhdFooter, chsGeometry, chsSize,
   dateFromVhdTimestamp, decodeLocatorPath, decodeVhdBat, decodeVhdDynamicHeader, decodeVhdFooter, encodeLocatorPath,
-  encodeVhdBat, encodeVhdDynamicHeader, encodeVhdFooter, fixedVhdFooter, platformCodeName, validateVhdSize, vhdBatSize,
+  encodeVhdBat, encodeVhdDynamicHeader, encodeVhdFooter, fixedVhdFooter, newVhdFooter, platformCodeName, validateVhdSize, vhdBatSize,
   vhdBitmapGet, vhdBitmapSet, vhdBitmapSetRange, vhdBlockBitmapSize, vhdChecksum, vhdSectorOffset, vhdTimestamp,
 } from '../../src/formats/vhd.js';
 import { GiB, MiB } from '../../src/formats/bytes.js';
@@ -56,6 +56,13 @@ describe('VHD footer', () => {
     const noCookie = Uint8Array.from(f);
     noCookie[0] = 0;
     expect(checkVhdFooter(noCookie)).toMatch(/cookie/);
+  });
+
+  it('makes dynamic and differencing footers that point at the dynamic header', () => {
+    const f = newVhdFooter({ size: 64 * MiB, uniqueId: id, diskType: VhdDiskType.DIFFERENCING });
+    expect(f).toMatchObject({ dataOffset: 512, diskType: 4, creatorApplication: 'win ' });
+    expect(decodeVhdFooter(encodeVhdFooter(f))).toEqual(f);
+    expect(() => newVhdFooter({ size: 64 * MiB, uniqueId: id, diskType: 5 })).toThrow(RangeError);
   });
 
   it('refuses sizes a VHD cannot describe', () => {

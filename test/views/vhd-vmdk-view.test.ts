@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checked } from '../../src/devices/block-device.js';
+import { checked, type BlockDevice } from '../../src/devices/block-device.js';
+import { describeDeviceConformance } from '../support/conformance.js';
 import { MemoryDevice } from '../../src/devices/memory-device.js';
 import { vhdView } from '../../src/views/vhd-view.js';
 import { vmdkView } from '../../src/views/vmdk-view.js';
@@ -20,6 +21,22 @@ async function readAt(view: View, offset: number, length: number): Promise<Uint8
   await view.read(b, offset);
   return b;
 }
+
+// The VHD view's payload (at offset 0) must behave exactly like the device under it.
+describeDeviceConformance('VHD view payload', {
+  sizes: [512, MiB, 3 * MiB + 512],
+  granularity: 512,
+  create: async (size) => {
+    const view = await vhdView.create({ device: checked(new MemoryDevice(size)), descriptor: fakeDescriptor(dir, `c${n++}`), siblings: [] });
+    return {
+      size,
+      capabilities: { writable: true, flush: false, discard: false, preferredBlockSize: 512 },
+      read: (dest, offset) => view.read(dest, offset),
+      write: (src, offset) => view.write(src, offset),
+      close: () => view.close!(),
+    } satisfies BlockDevice;
+  },
+});
 
 describe('VHD view', () => {
   it('is the payload then a valid fixed footer with creator "win " and the exact size', async () => {
