@@ -77,6 +77,8 @@ export class LbsDevice implements BlockDevice {
   private readonly dataOffset: number;
   private readonly shift: number;
   private readonly zeroBlock: Buffer;
+  /** Checksums computed by a read (synchronously, so one array serves every read). */
+  private readonly runScratch = new Uint32Array(1024);
 
   // The active cluster and its write buffer.
   private active = -1;
@@ -169,6 +171,10 @@ export class LbsDevice implements BlockDevice {
     }
     if (options.expectedSize !== undefined && options.expectedSize !== dh.logicalSize) {
       throw new VdiskError('EINVAL', `the store's disk size is ${dh.logicalSize} bytes, but its descriptor says ${options.expectedSize}`);
+    }
+    const logicalClusters = Math.ceil(Math.ceil(dh.logicalSize / dh.blockSize) / (dh.clusterSize / dh.blockSize));
+    if (dh.clusterCount < logicalClusters + 2) {
+      throw new VdiskError('EINVAL', `${dataWhere} has ${dh.clusterCount} clusters, too few for a disk of ${logicalClusters} clusters (the cleaner needs spare ones)`);
     }
     const want = dataFileSize(dh);
     if (dlen !== want) {
@@ -273,20 +279,20 @@ export class LbsDevice implements BlockDevice {
     const buf = direct ? dest.subarray(runStart - offset, runStart - offset + runBytes) : new Uint8Array(runBytes);
     await readFully(this.data, buf, 0, runBytes, this.dataOffset + pbn * bs, 'LBS data file');
     this.st.dataBytesRead += runBytes;
-    const fn = this.checksum.fn;
-    for (let i = 0; i < count; i++) {
-      const block = buf.subarray(i * bs, (i + 1) * bs);
-      if (fn(block) === want[i]) {
-        this.st.blocksVerified++;
-        continue;
-      }
+    const got = count <= this.runScratch.length ? this.runScratch : new Uint32Array(count);
+    this.checksum.run(buf, bs, count, got);
+    // Collect mismatches before anything awaits: the scratch array is shared by all reads.
+    let bad: number[] | undefined;
+    for (let i = 0; i < count; i++) if (got[i] !== want[i]) (bad ??= []).push(i);
+    this.st.blocksVerified += count - (bad?.length ?? 0);
+    for (const i of bad ?? []) {
       const l = lbn + i;
       if (this.map.pbn[l] !== pbn + i || this.map.checksum[l] !== want[i]) {
         // The block moved while we read it; read its current home instead.
         this.st.readRetries++;
         const tmp = new Uint8Array(bs);
         await this.readRange(tmp, l * bs, bs);
-        block.set(tmp);
+        buf.set(tmp, i * bs);
         continue;
       }
       this.st.blocksFailed++;
@@ -373,9 +379,13 @@ export class LbsDevice implements BlockDevice {
           this.st.zeroBlocksWritten++;
           continue;
         }
-        const pbn = await this.append(blocks[i]!);
+        // Inline append (awaiting only when the cluster is full): the hot path of small writes.
+        if (this.active < 0 || this.fill === bpc) await this.nextCluster();
+        const slot = this.fill++;
+        const at = slot * bs;
+        this.buffer.set(blocks[i]!, at);
+        const pbn = this.active * bpc + slot;
         // Checksummed in the buffer, where the block is aligned (src may not be).
-        const at = (pbn & (bpc - 1)) * bs;
         const cks = fn(this.buffer.subarray(at, at + bs));
         this.map.set(lbn, pbn, cks, ts);
         this.logWriter!.add(lbn, pbn, cks, ts, 0);
