@@ -66,16 +66,19 @@ export class ChainDevice implements BlockDevice {
     return this.exclusive(async () => {
       const layers = this.layersNow;
       const top = layers[0]!;
-      const S = top.sectorSize;
+      const S = top.writeGranularity;
       const a = Math.floor(offset / S) * S;
-      const b = Math.ceil((offset + src.length) / S) * S;
+      // The disk's end is a whole sector but not always a whole granule.
+      const b = Math.min(Math.ceil((offset + src.length) / S) * S, this.size);
       this.writes++;
       if (a === offset && b === offset + src.length) return top.write(src, offset);
       // Widen to whole sectors: the bytes around the write come from the chain as it reads now.
       const buf = new Uint8Array(b - a);
       const read = this.readerFor(layers, 0);
-      await read(buf.subarray(0, S), a);
-      if (b - S > a) await read(buf.subarray(buf.length - S), b - S);
+      const end = offset + src.length;
+      const last = Math.floor((end - 1) / S) * S; // start of the last granule
+      if (a < offset) await read(buf.subarray(0, Math.min(S, b - a)), a);
+      if (b > end && (last > a || a === offset)) await read(buf.subarray(last - a, b - a), last);
       buf.set(src, offset - a);
       await top.write(buf, a);
     });

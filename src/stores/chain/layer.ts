@@ -45,6 +45,8 @@ export interface Layer {
   readonly blockSize: number;
   /** Logical sector size: the unit of the presence bitmaps and of writes (512; VHDX may say 4096). */
   readonly sectorSize: number;
+  /** Writes are widened to multiples of this (whole sectors; whole bitmap bytes for VHD, see vhd-image.ts). */
+  readonly writeGranularity: number;
   /** VHD: the footer's Unique Id. VHDX: the current header's DataWriteGuid (what children record). */
   readonly identity: string;
   readonly parent?: ParentLink;

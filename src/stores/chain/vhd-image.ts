@@ -33,6 +33,13 @@ export class VhdImage implements Layer {
   readonly size: number;
   readonly blockSize: number;
   readonly sectorSize = SECTOR;
+  /**
+   * 4 KiB = one bitmap byte: libvhdi 20210425 decodes VHD bitmaps as `byte >> (7 - bit)` without
+   * masking, so a clear bit after a set bit in the same byte reads as "present" (file data, not the
+   * parent). Writing whole bitmap bytes (widened with the chain's current bytes) keeps every byte
+   * 0x00 or 0xFF, which every reader agrees on. Reading stays sector-exact.
+   */
+  readonly writeGranularity = 8 * SECTOR;
   readonly identity: string;
   readonly parent?: ParentLink;
   private readonly bitmapSize: number;

@@ -26,7 +26,7 @@ import {
   REGION_TABLE_SIZE, SECTOR_BITMAP_BLOCK_SIZE, SectorBitmapState, VHDX_HEADER_SECTION_SIZE, batGeometry, decodeMetadataItems,
   decodeMetadataTable, decodeRegionTable, encodeFileIdentifier, encodeFileParameters, encodeHeader, encodeMetadataTable,
   encodeParentLocator, encodeRegionTable, encodeSectorSize, encodeVirtualDiskId, encodeVirtualDiskSize, freshHeader,
-  isVhdx, parentLocatorValue, parseParentLinkage, selectCurrentHeader, type BatGeometry, type VhdxHeader,
+  encodeBatEntry, sectorBitmapBatIndex, isVhdx, parentLocatorValue, parseParentLinkage, selectCurrentHeader, type BatGeometry, type VhdxHeader,
   type VhdxMetadata, type VhdxMetadataEntry,
 } from '../../formats/vhdx.js';
 import { LayerFile, forEachRun, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
@@ -45,6 +45,7 @@ export class VhdxImage implements Layer {
   readonly size: number;
   readonly blockSize: number;
   readonly sectorSize: number;
+  readonly writeGranularity: number;
   readonly parent?: ParentLink;
   private readonly diff: boolean;
   private readonly cr: number;
@@ -76,6 +77,7 @@ export class VhdxImage implements Layer {
     this.size = meta.virtualDiskSize;
     this.blockSize = meta.fileParameters.blockSize;
     this.sectorSize = meta.logicalSectorSize;
+    this.writeGranularity = meta.logicalSectorSize;
     this.cr = geometry.chunkRatio;
     this.sectorsPerBlock = this.blockSize / this.sectorSize;
     this.batView = viewOf(bat);
@@ -626,5 +628,18 @@ export function vhdxFileBytes(path: string, options: CreateVhdxOptions): { piece
   }
   meta.set(encodeMetadataTable(entries), 0);
   // The log, the BAT and the unused parts stay holes (zeros): an empty log, every block NOT_PRESENT.
-  return { pieces: [{ offset: 0, data: out }, { offset: metaOffset, data: meta }], size: end };
+  const pieces = [{ offset: 0, data: out }, { offset: metaOffset, data: meta }];
+  let size = end;
+  if (options.parent) {
+    // Every chunk gets its (all-zero, sparse) sector-bitmap block up front: libvhdi 20210425 reads
+    // the bits of a NOT_PRESENT block from its chunk's SB block even when that is absent (taking
+    // file offset 0, the "vhdxfile" signature, as the bitmap) and so returns garbage.
+    const bat = new Uint8Array(Math.ceil((g.entries * 8) / 4096) * 4096);
+    for (let chunk = 0; chunk < g.sectorBitmapBlocks; chunk++) {
+      encodeBatEntry(bat, sectorBitmapBatIndex(chunk, g.chunkRatio) * 8, { state: SectorBitmapState.PRESENT, fileOffset: size });
+      size += SECTOR_BITMAP_BLOCK_SIZE;
+    }
+    pieces.push({ offset: BAT_OFFSET, data: bat });
+  }
+  return { pieces, size };
 }
