@@ -188,3 +188,39 @@ export function forEachRun(present: (sector: number) => boolean, first: number, 
 export const readZeros: ReadBelow = async (dest) => {
   dest.fill(0);
 };
+
+/**
+ * Reads the part of one block at dest (virtual offset `voff`, `inBlock` bytes into the block) whose
+ * sectors alternate between "in this file" and "absent" (from below, or zeros). Rather than one
+ * request per run, it makes at most two: the absent source for the whole range, and one file read
+ * spanning the first to the last present run; the present runs are then laid over. On fragmented
+ * differencing blocks this is several times faster than a request per run.
+ */
+export async function readMixedBlock(
+  dest: Uint8Array,
+  voff: number,
+  inBlock: number,
+  present: (sector: number) => boolean,
+  sectorSize: number,
+  readFile: (buf: Uint8Array, inBlockOffset: number) => Promise<void>,
+  absent: ReadBelow | undefined,
+): Promise<void> {
+  const n = dest.length;
+  const s0 = Math.floor(inBlock / sectorSize);
+  const s1 = Math.ceil((inBlock + n) / sectorSize);
+  const runs: [number, number][] = [];
+  let absentBytes = 0;
+  forEachRun(present, s0, s1 - s0, (s, count, isPresent) => {
+    const a = Math.max(inBlock, s * sectorSize);
+    const b = Math.min(inBlock + n, (s + count) * sectorSize);
+    if (isPresent) runs.push([a, b]);
+    else absentBytes += b - a;
+  });
+  if (!runs.length) return absent ? absent(dest, voff) : void dest.fill(0);
+  if (!absentBytes) return readFile(dest, inBlock);
+  const first = runs[0]![0];
+  const last = runs[runs.length - 1]![1];
+  const tmp = new Uint8Array(last - first);
+  await Promise.all([readFile(tmp, first), absent ? absent(dest, voff) : dest.fill(0)]);
+  for (const [a, b] of runs) dest.set(tmp.subarray(a - first, b - first), a - inBlock);
+}

@@ -22,7 +22,7 @@ import {
   type VhdParentLocatorEntry,
 } from '../../formats/vhd.js';
 import { randomGuid } from '../../formats/guid.js';
-import { LayerFile, SECTOR, forEachRun, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
+import { LayerFile, SECTOR, forEachRun, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
 import { windowsPathCandidates } from './parent-resolver.js';
 
 const bad = (path: string, what: string) => new VdiskError('EINVAL', `${path}: ${what}`);
@@ -180,17 +180,9 @@ export class VhdImage implements Layer {
         const bmOrP = this.bitmap(block);
         const bm = bmOrP instanceof Uint8Array ? bmOrP : await bmOrP;
         const dataBase = entry * SECTOR + this.bitmapSize;
-        const inBlock = pos - blockStart;
-        const s0 = Math.floor(inBlock / SECTOR);
-        const s1 = Math.ceil((inBlock + n) / SECTOR);
-        forEachRun((s) => vhdBitmapGet(bm, s), s0, s1 - s0, (s, count, present) => {
-          const a = Math.max(inBlock, s * SECTOR);
-          const b = Math.min(inBlock + n, (s + count) * SECTOR);
-          const d = dest.subarray(at + (a - inBlock), at + (b - inBlock));
-          if (present) pending.push(this.file.read(d, dataBase + a));
-          else if (diff) pending.push(below(d, blockStart + a));
-          else d.fill(0);
-        });
+        pending.push(
+          readMixedBlock(dest.subarray(at, at + n), pos, pos - blockStart, (s) => vhdBitmapGet(bm, s), SECTOR, (b, o) => this.file.read(b, dataBase + o), diff ? below : undefined),
+        );
       }
       pos += n;
     }

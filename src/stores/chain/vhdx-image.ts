@@ -29,7 +29,7 @@ import {
   encodeBatEntry, sectorBitmapBatIndex, isVhdx, parentLocatorValue, parseParentLinkage, selectCurrentHeader, type BatGeometry, type VhdxHeader,
   type VhdxMetadata, type VhdxMetadataEntry,
 } from '../../formats/vhdx.js';
-import { LayerFile, forEachRun, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
+import { LayerFile, forEachRun, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
 import { buildLogEntry, maxSectorsPerEntry, replayLog, type LogReplay } from './vhdx-log.js';
 import { windowsPathCandidates } from './parent-resolver.js';
 import { logger } from '../../log.js';
@@ -319,12 +319,7 @@ export class VhdxImage implements Layer {
         const s1 = Math.ceil((inBlock + n) / L);
         const get = await this.bits(block, s0, s1);
         const data = this.offsetOf(idx);
-        forEachRun(get, s0, s1 - s0, (s, count, present) => {
-          const a = Math.max(inBlock, s * L);
-          const b = Math.min(inBlock + n, (s + count) * L);
-          const sub = dest.subarray(at + (a - inBlock), at + (b - inBlock));
-          pending.push(present ? this.file.read(sub, data + a) : below(sub, blockStart + a));
-        });
+        pending.push(readMixedBlock(d, pos, inBlock, get, L, (b, o) => this.file.read(b, data + o), below));
       } else if (state === PayloadBlockState.ZERO || !this.diff) {
         d.fill(0);
       } else {
