@@ -253,6 +253,21 @@ describe('views through the mount', () => {
     await m.unmount();
   });
 
+  it('on a read-only mount every view opens read-only and no overlay is created', async () => {
+    const ro = join(dir, 'ro-src');
+    await mkdir(ro);
+    expect((await vdiskfs(['create', 'flat', join(ro, 'r.vdisk'), '--size', '8M', '--views', ALL])).code).toBe(0);
+    const m = await mountVdiskfs(ro, ['--read-only']);
+    for (const v of ['raw', 'vhdx', 'vhd', 'vmdk']) expect((await stat(join(m.mountpoint, `r.${v}`))).mode & 0o777).toBe(0o444);
+    expect(await ok('qemu-img', ['check', '-f', 'vhdx', join(m.mountpoint, 'r.vhdx')])).toMatch(/No errors were found/);
+    expect(await ok('qemu-io', ['-r', '-f', 'vhdx', '-c', 'read -P 0 0 64k', join(m.mountpoint, 'r.vhdx')])).not.toMatch(/Pattern verification failed/);
+    const w = await run('qemu-io', ['-f', 'vhdx', '-c', 'write 0 64k', join(m.mountpoint, 'r.vhdx')]);
+    expect(w.stderr + w.stdout).toMatch(/Read-only file system/);
+    expect(await virtualSize('vpc', join(m.mountpoint, 'r.vhd'))).toBe(8 * MiB);
+    await m.unmount();
+    expect((await readdir(ro)).filter((f) => f.includes('overlay'))).toEqual([]);
+  });
+
   it('--views on the mount overrides descriptors; a store a view cannot express fails the mount clearly', async () => {
     const other = join(dir, 'other-src');
     await mkdir(other);
