@@ -195,6 +195,7 @@ describe('lbs open: bad input gives a clear error and changes nothing', () => {
     await expect(openStore(s.loaded)).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/is open for writing by process \d+ \(mounted\?\)/) });
     const ro = checked(await openStore(s.loaded, { readOnly: true }));
     await ro.close();
+    await expect(storeKind('lbs').check!(s.loaded, {})).rejects.toThrow(/is open for writing by process \d+ \(mounted\?\); unmount it, then check/);
     await first.close();
     await writeFile(s.logPath + '.lock', '999999999\n');
     const second = checked(await openStore(s.loaded));

@@ -166,6 +166,12 @@ export const lbsStore: StoreKind = {
   },
 
   async check(loaded, options): Promise<CheckReport> {
+    // A writer moves blocks while the check reads them, which would show up as false failures.
+    const { logPath } = paths(loaded);
+    const pid = Number.parseInt(await readFile(`${logPath}.lock`, 'utf8').catch(() => ''), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) {
+      throw new VdiskError('EBUSY', `store ${loaded.name} is open for writing by process ${pid} (mounted?); unmount it, then check`);
+    }
     const dev = await openLbs(loaded, { readOnly: true });
     try {
       const started = Date.now();
