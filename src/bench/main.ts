@@ -198,34 +198,62 @@ async function main(): Promise<number> {
   const machine = await machineInfo();
   const rows: ResultRow[] = [];
   let failures = 0;
+  const active: Active[] = [];
+  const fail = async (t: Active, err: unknown) => {
+    failures++;
+    t.record.status = 'failed';
+    t.record.reason = (err as Error).message;
+    say(`  ✗ ${t.spec.id} failed: ${t.record.reason}`);
+    active.splice(active.indexOf(t), 1);
+    // Stop it now (its cleanup is also registered and runs again harmlessly at the end).
+    await t.running?.stop().catch(() => {});
+  };
   try {
+    // Phase 1: start every target and fill its disk. They all stay up, so that each workload then
+    // runs on every target back to back: targets are compared under the same machine load (other
+    // work on a shared machine drifts over minutes, not seconds).
     for (const spec of selected) {
       if (interrupted) break;
       const record = records.find((r) => r.id === spec.id)!;
-      const mark = cleanup.mark();
       const dir = join(runDir, spec.id);
       await mkdir(dir);
-      cleanup.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+      const t: Active = { spec, record, dir, total: { bytes: 0, runs: 0, sequentialBytes: 0 }, clientBytesByFio: 0 };
+      active.push(t);
       say(`\n▶ ${spec.label} (${spec.id})`);
       try {
-        const running = await spec.start({ dir, size: settings.size, cleanup, cli: CLI });
-        record.payloadOffset = running.offset;
-        await measureTarget(spec, running, settings, outDir, dir, rows, record);
-        record.status = 'ran';
+        t.running = await spec.start({ dir, size: settings.size, cleanup, cli: CLI });
+        record.payloadOffset = t.running.offset;
+        await prepareTarget(t, settings, outDir);
       } catch (err) {
         if (interrupted) break;
-        failures++;
-        record.status = 'failed';
-        record.reason = (err as Error).message;
-        say(`  ✗ ${spec.id} failed: ${record.reason}`);
-      } finally {
-        if (!interrupted) {
-          const errors = await cleanup.runFrom(mark);
-          if (errors.length) {
-            record.cleanupErrors = errors;
-            failures++;
-            for (const e of errors) say(`  ✗ cleanup: ${e}`);
+        await fail(t, err);
+      }
+    }
+    // Phase 2: each workload and mode on every target in turn (the order rotates from job to job).
+    let jobIndex = 0;
+    for (const w of settings.workloads) {
+      for (const direct of [false, true]) {
+        if (interrupted || active.length === 0) break;
+        say(`\n${w.label}, ${direct ? 'direct' : 'buffered'}`);
+        const order = active.map((_, i) => active[(i + jobIndex) % active.length]!);
+        jobIndex++;
+        for (const t of order) {
+          if (interrupted) break;
+          try {
+            rows.push(await measureJob(t, w, direct, settings, outDir));
+          } catch (err) {
+            if (interrupted) break;
+            rows.push({ target: t.spec.id, workload: w.id, direct, note: `failed: ${(err as Error).message.slice(0, 200)}` });
+            await fail(t, err);
           }
+        }
+      }
+    }
+    if (!interrupted) {
+      for (const t of active) {
+        t.record.status = 'ran';
+        if (t.spec.requires.storeKind === 'lbs' && t.running?.statsFile) {
+          t.record.writePattern = writePattern(t.statsAtStart ?? {}, extractCounters((await readStats(t.running.statsFile))?.stats), t.clientBytesByFio, t.dataFd !== undefined ? t.total : undefined);
         }
       }
     }
@@ -305,7 +333,23 @@ async function runFio(args: string[], output: string, timeoutMs: number): Promis
   return parseFioJson(text);
 }
 
-async function measureTarget(spec: TargetSpec, running: RunningTarget, settings: Settings, outDir: string, scratch: string, rows: ResultRow[], record: TargetRecord): Promise<void> {
+/** A target that is up, with what its jobs accumulate. */
+interface Active {
+  spec: TargetSpec;
+  record: TargetRecord;
+  dir: string;
+  running?: RunningTarget;
+  statsAtStart?: ReturnType<typeof extractCounters>;
+  /** The data file's descriptor in the serving process, when its writes are traced. */
+  dataFd?: number;
+  total: { bytes: number; runs: number; sequentialBytes: number };
+  clientBytesByFio: number;
+}
+
+/** Fills the target's disk, probes O_DIRECT, and sets up the write-pattern tracing. */
+async function prepareTarget(t: Active, settings: Settings, outDir: string): Promise<void> {
+  const { spec, running, record } = t;
+  if (!running) return;
   // Fill the disk once so reads never meet unwritten (sparse, zero, unmapped) blocks.
   const t0 = Date.now();
   const prefillOut = join(outDir, 'fio', `${spec.id}-prefill.json`);
@@ -328,65 +372,59 @@ async function measureTarget(spec: TargetSpec, running: RunningTarget, settings:
     say(`  O_DIRECT not supported: ${record.directNote}`);
   }
 
-  const statsAtStart = extractCounters((await readStats(running.statsFile))?.stats);
-  let clientBytesByFio = 0;
+  t.statsAtStart = extractCounters((await readStats(running.statsFile))?.stats);
   // The data file's write pattern is traced with perf when it can be (root, tracefs, linux-perf).
-  const tracing = running.dataFile !== undefined && running.pid !== undefined && perfAvailable();
-  const dataFd = tracing ? fdOf(running.pid!, realpathSync(running.dataFile!)) : undefined;
-  if (running.dataFile && (!tracing || dataFd === undefined)) {
-    record.patternNote = !tracing ? 'perf cannot trace syscalls here; the sequential fraction comes from the store\'s counters, if any' : `the serving process holds no descriptor on ${running.dataFile}`;
-    say(`  write pattern: ${record.patternNote}`);
-  }
-  const total: { bytes: number; runs: number; sequentialBytes: number } = { bytes: 0, runs: 0, sequentialBytes: 0 };
-  for (const w of settings.workloads) {
-    for (const direct of [false, true]) {
-      const name = `${spec.id}-${w.id}-${direct ? 'direct' : 'buffered'}`;
-      if (direct && !record.direct) {
-        rows.push({ target: spec.id, workload: w.id, direct, note: 'O_DIRECT not supported' });
-        continue;
-      }
-      if (running.pid !== undefined && !processAlive(running.pid)) throw new Error(`the serving process ${running.pid} died`);
-      const output = join(outDir, 'fio', `${name}.json`);
-      const before = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
-      const statsBefore = running.statsFile ? extractCounters((await readStats(running.statsFile))?.stats) : undefined;
-      const loadavg = os.loadavg()[0];
-      const trace = w.writes && dataFd !== undefined ? await startPwriteTrace(running.pid!, join(scratch, `${name}.perf`)) : undefined;
-      const t = Date.now();
-      try {
-        const result = await runFio(
-          fioArgs({ name, workload: w, direct, file: running.file, offset: running.offset, size: settings.size, runtimeSeconds: settings.runtimeSeconds, rampSeconds: settings.rampSeconds, output }),
-          output,
-          (settings.runtimeSeconds + settings.rampSeconds) * 1000 + 120_000,
-        );
-        const wallSeconds = (Date.now() - t) / 1000;
-        const after = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
-        let observed: ObservedRuns | undefined;
-        if (trace) {
-          observed = runStats(await trace.stop(), dataFd!);
-          total.bytes += observed.bytes;
-          total.runs += observed.runs;
-          total.sequentialBytes += observed.sequentialBytes;
-        }
-        const row: ResultRow = { target: spec.id, workload: w.id, direct, result, cpuSeconds: before !== undefined && after !== undefined ? after - before : undefined, loadavg, wallSeconds };
-        if (statsBefore && w.writes && spec.requires.storeKind === 'lbs') {
-          const writeFraction = w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1;
-          row.pattern = writePattern(statsBefore, extractCounters((await readStats(running.statsFile))?.stats), result.ioBytes * writeFraction, observed);
-        }
-        if (w.writes) clientBytesByFio += result.ioBytes * (w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1);
-        rows.push(row);
-        say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} ${(result.bandwidth / 1e6).toFixed(1).padStart(8)} MB/s ${result.iops.toFixed(0).padStart(7)} IOPS  p99 ${result.p99LatencyUs.toFixed(0)} µs`);
-      } catch (err) {
-        if (interrupted) throw err;
-        await trace?.stop().catch(() => {});
-        rows.push({ target: spec.id, workload: w.id, direct, note: `failed: ${(err as Error).message.slice(0, 200)}` });
-        say(`  ${w.label.padEnd(24)} ${direct ? 'direct  ' : 'buffered'} failed: ${(err as Error).message}`);
-        throw err;
-      }
+  if (running.dataFile !== undefined && running.pid !== undefined) {
+    const tracing = perfAvailable();
+    t.dataFd = tracing ? fdOf(running.pid, realpathSync(running.dataFile)) : undefined;
+    if (t.dataFd === undefined) {
+      record.patternNote = !tracing ? 'perf cannot trace syscalls here; the sequential fraction comes from the store\'s counters, if any' : `the serving process holds no descriptor on ${running.dataFile}`;
+      say(`  write pattern: ${record.patternNote}`);
     }
   }
-  if (spec.requires.storeKind === 'lbs' && running.statsFile) {
-    record.writePattern = writePattern(statsAtStart, extractCounters((await readStats(running.statsFile))?.stats), clientBytesByFio, dataFd !== undefined ? total : undefined);
+}
+
+/** Runs one fio job on one target, with the server's CPU time and (LBS) the write pattern around it. */
+async function measureJob(t: Active, w: Workload, direct: boolean, settings: Settings, outDir: string): Promise<ResultRow> {
+  const { spec, record } = t;
+  const running = t.running!;
+  const name = `${spec.id}-${w.id}-${direct ? 'direct' : 'buffered'}`;
+  if (direct && !record.direct) return { target: spec.id, workload: w.id, direct, note: 'O_DIRECT not supported' };
+  if (running.pid !== undefined && !processAlive(running.pid)) throw new Error(`the serving process ${running.pid} died`);
+  const output = join(outDir, 'fio', `${name}.json`);
+  const before = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
+  const statsBefore = running.statsFile ? extractCounters((await readStats(running.statsFile))?.stats) : undefined;
+  const loadavg = os.loadavg()[0];
+  const trace = w.writes && t.dataFd !== undefined ? await startPwriteTrace(running.pid!, join(t.dir, `${name}.perf`)) : undefined;
+  const started = Date.now();
+  let result;
+  try {
+    result = await runFio(
+      fioArgs({ name, workload: w, direct, file: running.file, offset: running.offset, size: settings.size, runtimeSeconds: settings.runtimeSeconds, rampSeconds: settings.rampSeconds, output }),
+      output,
+      (settings.runtimeSeconds + settings.rampSeconds) * 1000 + 120_000,
+    );
+  } catch (err) {
+    await trace?.stop().catch(() => {});
+    throw err;
   }
+  const wallSeconds = (Date.now() - started) / 1000;
+  const after = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
+  let observed: ObservedRuns | undefined;
+  if (trace) {
+    observed = runStats(await trace.stop(), t.dataFd!);
+    t.total.bytes += observed.bytes;
+    t.total.runs += observed.runs;
+    t.total.sequentialBytes += observed.sequentialBytes;
+  }
+  const row: ResultRow = { target: spec.id, workload: w.id, direct, result, cpuSeconds: before !== undefined && after !== undefined ? after - before : undefined, loadavg, wallSeconds };
+  const writeFraction = w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1;
+  if (statsBefore && w.writes && spec.requires.storeKind === 'lbs') {
+    row.pattern = writePattern(statsBefore, extractCounters((await readStats(running.statsFile))?.stats), result.ioBytes * writeFraction, observed);
+  }
+  if (w.writes) t.clientBytesByFio += result.ioBytes * writeFraction;
+  say(`  ${spec.label.padEnd(34)} ${(result.bandwidth / 1e6).toFixed(1).padStart(8)} MB/s ${result.iops.toFixed(0).padStart(7)} IOPS  p99 ${result.p99LatencyUs.toFixed(0).padStart(6)} µs  load ${loadavg!.toFixed(1)}`);
+  return row;
 }
 
 function pct(v: number | undefined): string {
@@ -422,6 +460,10 @@ function formatSummary(rows: readonly RatedRow[], records: readonly TargetRecord
     } else if (rec.status !== 'not selected') {
       lines.push(`  ${rec.label.padEnd(34)} ${rec.status}: ${rec.reason ?? ''}`);
     }
+  }
+  for (const rec of records.filter((r) => r.side === 'vdiskfs' && r.status === 'ran')) {
+    const w = furthestBehind(rows.filter((r) => r.target === rec.id), 1)[0];
+    if (w) lines.push(`  ${rec.label.padEnd(34)} worst row: ${WORKLOADS.find((x) => x.id === w.workload)?.label}, ${w.direct ? 'direct' : 'buffered'}: ${w.ratios!.vsBest!.toFixed(2)} × ${labels.get(w.ratios!.best!)}`);
   }
   if (worst.length) {
     lines.push('Furthest behind the best peer:');

@@ -104,6 +104,16 @@ export function geomeanVsPeer(rows: readonly RatedRow[], target: string): number
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
+/** The rows of one workload and mode, in the targets' declared order (jobs run in rotating order). */
+function blockRows<R extends Row>(rows: readonly R[], targets: readonly TargetInfo[], workload: string, direct: boolean): R[] {
+  const block = rows.filter((r) => r.workload === workload && r.direct === direct);
+  const rank = (id: string) => {
+    const i = targets.findIndex((t) => t.id === id);
+    return i < 0 ? targets.length : i;
+  };
+  return block.sort((a, b) => rank(a.target) - rank(b.target));
+}
+
 function fmt(value: number | undefined, digits = 0): string {
   if (value === undefined || !Number.isFinite(value)) return '—';
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -128,7 +138,7 @@ export function formatTable(rows: readonly RatedRow[], targets: readonly TargetI
   const blocks: { title: string; start: number; end: number }[] = [];
   for (const w of workloads) {
     for (const direct of [false, true]) {
-      const block = rows.filter((r) => r.workload === w.id && r.direct === direct);
+      const block = blockRows(rows, targets, w.id, direct);
       if (block.length === 0) continue;
       const start = lines.length;
       for (const r of block) {
@@ -170,7 +180,7 @@ export function formatMarkdown(rows: readonly RatedRow[], targets: readonly Targ
   const out = ['| workload | mode | target | MB/s | IOPS | mean µs | p99 µs | CPU s | vs peer | vs best | vs raw file |', '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
   for (const w of workloads) {
     for (const direct of [false, true]) {
-      for (const r of rows.filter((x) => x.workload === w.id && x.direct === direct)) {
+      for (const r of blockRows(rows, targets, w.id, direct)) {
         const res = r.result;
         const ra = r.ratios;
         out.push(

@@ -139,6 +139,10 @@ describe('ratios', () => {
     expect(text).toMatch(/rand read 4 KiB QD1, direct/);
     expect(text).toMatch(/peer B\s+O_DIRECT not supported/);
     expect(text).toMatch(/vdiskfs 1\s+0\.0\s+0\s+10\.0\s+20\s+—\s+0\.50\s+0\.40\s+0\.20/);
+    // Jobs run in rotating target order; the table lists targets in their declared order.
+    const shuffled = formatTable([...rated].reverse(), targets, WORKLOADS);
+    expect(shuffled).toBe(text);
+    expect(text.indexOf('raw file')).toBeLessThan(text.indexOf('peer A'));
     const svg = renderSvg(rated, targets, WORKLOADS, 'title <&>');
     expect(svg.match(/<rect x=/g)).toHaveLength(9 + 5); // 9 bars, 5 legend swatches
     expect(svg).toContain('title &lt;&amp;&gt;');
