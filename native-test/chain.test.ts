@@ -138,6 +138,13 @@ describe('chains over qemu-img parents, read back by libvhdi', () => {
       expect((await vdiskfs(['snapshot', d])).code).toBe(0);
       mnt = await mountVdiskfs(src, ['--views', 'raw']);
       await writeThrough(join(mnt.mountpoint, 'c.raw'), 5);
+      // A snapshot while mounted: the CLI asks the daemon; the raw view keeps working.
+      const before = (await layersOf(d)).length;
+      const snap = await vdiskfs(['snapshot', d]);
+      expect(snap.code, snap.stderr).toBe(0);
+      expect(snap.stdout).toContain('by the mount daemon');
+      expect(await layersOf(d)).toHaveLength(before + 1);
+      await writeThrough(join(mnt.mountpoint, 'c.raw'), 6);
       const pre = join(dir, `c-${ext}-pre.raw`);
       await copyFile(join(mnt.mountpoint, 'c.raw'), pre);
       await mnt.unmount();

@@ -12,6 +12,7 @@ import { fusermountUnmount, mountFuse } from '../fuse/fuse-session.js';
 import { removeMountState, writeMountState } from './runtime-state.js';
 import { mountAt } from './mountinfo.js';
 import { logger } from '../log.js';
+import { serveSnapshotRequest } from '../stores/chain/operations.js';
 
 export interface ServeOptions {
   source: string;
@@ -90,6 +91,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGHUP', () => void stop('SIGHUP'));
+    // `vdiskfs snapshot NAME.vdisk` on a mounted chain store: it leaves a request and signals us.
+    process.on('SIGUSR1', () => void serveSnapshotRequests(table, log));
   });
 }
 
@@ -119,4 +122,17 @@ function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnTy
   }, intervalMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };
+}
+
+async function serveSnapshotRequests(table: MountTable, log: ReturnType<typeof logger>): Promise<void> {
+  for (const s of table.stores) {
+    const dev = s.device.inner as { snapshot?: () => Promise<string> };
+    if (typeof dev.snapshot !== 'function') continue;
+    try {
+      const top = await serveSnapshotRequest(s.descriptor, () => dev.snapshot!());
+      if (top) log.info({ store: s.name, top }, 'snapshot on request');
+    } catch (err) {
+      log.error({ err, store: s.name }, 'requested snapshot failed');
+    }
+  }
 }

@@ -12,11 +12,11 @@ const positional = (y: Parameters<Parameters<typeof defineCommand>[0]['builder']
 
 export const snapshotCommand = defineCommand<Args>({
   command: 'snapshot <descriptor>',
-  describe: 'Chain stores: freeze the current top layer and add a new empty child that takes the writes',
+  describe: 'Chain stores: freeze the current top layer and add a new empty child that takes the writes (also while mounted)',
   builder: (y) => positional(y).example('$0 snapshot disks/web.vdisk', 'web-1.vhdx is frozen; writes go to web-2.vhdx'),
   handler: async (args) => {
     const r = await snapshotChain(args.descriptor);
-    print(`snapshot taken; new top ${r.top}`);
+    print(`snapshot taken${r.mounted ? ' by the mount daemon' : ''}; new top ${r.top}`);
   },
 });
 

@@ -9,7 +9,7 @@
  * parent locators say, so a moved or replaced parent is reported instead of silently followed.
  * `commit` is present only while a commit is under way (see commitChain: resumable).
  */
-import { open, rename, rm, readFile, realpath, stat } from 'node:fs/promises';
+import { open, rename, rm, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { assertAbsent, writeNewDescriptor, type LoadedDescriptor, loadDescriptor } from '../descriptor.js';
@@ -107,6 +107,65 @@ export async function acquireLock(loaded: LoadedDescriptor, what: string): Promi
     }
   }
   throw new VdiskError('EBUSY', `cannot take the lock ${path}`);
+}
+
+/** The live process (other than this one) holding the store's lock, if any. */
+async function lockHolder(loaded: LoadedDescriptor): Promise<number | undefined> {
+  const pid = Number.parseInt(await readFile(lockPath(loaded), 'utf8').catch(() => ''), 10);
+  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) ? pid : undefined;
+}
+
+// ─── Snapshots of a mounted store ────────────────────────────────────────────────────────────────
+// `vdiskfs snapshot` on a mounted store leaves a request file beside the descriptor and sends the
+// mount daemon (the lock holder) SIGUSR1; the daemon snapshots every store with a request and
+// removes it (writing the error beside it if the snapshot failed). The CLI waits for the new top.
+
+const requestPath = (loaded: LoadedDescriptor): string => join(loaded.dir, `.${loaded.name}.vdisk.snapshot-request`);
+const requestErrorPath = (loaded: LoadedDescriptor): string => join(loaded.dir, `.${loaded.name}.vdisk.snapshot-error`);
+
+async function requestMountedSnapshot(loaded: LoadedDescriptor, pid: number): Promise<string> {
+  const before = chainSection(loaded).top;
+  await rm(requestErrorPath(loaded), { force: true });
+  await writeFileAtomic(requestPath(loaded), `${process.pid}\n`);
+  process.kill(pid, 'SIGUSR1');
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    const err = await readFile(requestErrorPath(loaded), 'utf8').catch(() => undefined);
+    if (err !== undefined) {
+      await rm(requestErrorPath(loaded), { force: true });
+      throw new VdiskError('EIO', `the mount daemon (pid ${pid}) could not take the snapshot: ${err.trim()}`);
+    }
+    const now = await loadDescriptor(loaded.path).catch(() => undefined);
+    if (now && chainSection(now).top !== before) return abs(now, chainSection(now).top);
+  }
+  await rm(requestPath(loaded), { force: true });
+  throw new VdiskError('ETIMEDOUT', `${loaded.name} is mounted by process ${pid}, which did not take the snapshot within 30 s`);
+}
+
+async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
+/**
+ * For the mount daemon: if a snapshot of this store was requested, take it with `snapshot` (the
+ * open device's) and clear the request. Returns the new top, or undefined if nothing was asked.
+ */
+export async function serveSnapshotRequest(loaded: LoadedDescriptor, snapshot: () => Promise<string>): Promise<string | undefined> {
+  try {
+    await stat(requestPath(loaded));
+  } catch {
+    return undefined;
+  }
+  await rm(requestPath(loaded), { force: true });
+  try {
+    return await snapshot();
+  } catch (err) {
+    await writeFileAtomic(requestErrorPath(loaded), (err as Error).message);
+    throw err;
+  }
 }
 
 // ─── Opening ─────────────────────────────────────────────────────────────────────────────────────
@@ -226,9 +285,11 @@ export function childAdder(loaded: LoadedDescriptor): (layers: readonly Layer[])
 
 // ─── snapshot / undo ─────────────────────────────────────────────────────────────────────────────
 
-export async function snapshotChain(descriptorPath: string): Promise<{ top: string }> {
+export async function snapshotChain(descriptorPath: string): Promise<{ top: string; mounted?: boolean }> {
   const loaded = await loadDescriptor(descriptorPath);
   assertChain(loaded);
+  const holder = await lockHolder(loaded);
+  if (holder) return { top: await requestMountedSnapshot(loaded, holder), mounted: true };
   const release = await acquireLock(loaded, 'snapshot');
   try {
     const layers = await openChainLayers(loaded, false);
