@@ -15,7 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { WORKLOADS, fioArgs, parseFioJson, prefillArgs, type Workload } from './fio.js';
-import { formatMarkdown, formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type RatedRow, type Row } from './report.js';
+import { formatMarkdown, formatReference, formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type RatedRow, type ResultsDoc, type Row } from './report.js';
 import { declareTargets, readStats, unavailableReason, type RunningTarget, type TargetSpec } from './targets.js';
 import { Cleanup, cpuSeconds, mountsUnder, processAlive, processesUnder, run, stopAllChildren } from './procs.js';
 import { extractCounters, writePattern, type ObservedRuns, type WritePattern } from './write-pattern.js';
@@ -77,11 +77,19 @@ async function main(): Promise<number> {
       runtime: { type: 'string' },
       ramp: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
+      report: { type: 'string' },
     },
     allowPositionals: false,
   });
   if (values.help) {
     say('usage: node dist/bench/main.js [--quick] [--targets id,id] [--workloads id,id] [--list] [--size BYTES] [--runtime S] [--ramp S]');
+    say('       node dist/bench/main.js --report bench/results/latest/results.json   (markdown summary of a run)');
+    return 0;
+  }
+  if (values.report) {
+    // Markdown of an earlier run's results.json, for docs/benchmarks.md.
+    const doc = JSON.parse(await readFile(values.report, 'utf8')) as ResultsDoc;
+    process.stdout.write(formatReference(doc, WORKLOADS.filter((w) => doc.settings.workloads.includes(w.id))));
     return 0;
   }
   if (!existsSync(CLI)) {

@@ -226,7 +226,7 @@ export function renderSvg(rows: readonly Row[], targets: readonly TargetInfo[], 
   const plotH = 260;
   const width = left + groups.length * groupW + 20;
   const legendRows = Math.ceil(shown.length / 3);
-  const height = top + plotH + 120 + legendRows * 16;
+  const height = top + plotH + 150 + legendRows * 16;
   const y = (v: number) => top + plotH - (Math.min(v, yMax) / yMax) * plotH;
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="10">`,
@@ -253,7 +253,7 @@ export function renderSvg(rows: readonly Row[], targets: readonly TargetInfo[], 
     const cx = x0 + (shown.length * barW) / 2;
     parts.push(`<text x="${cx}" y="${top + plotH + 10}" text-anchor="end" transform="rotate(-40 ${cx} ${top + plotH + 10})">${escapeXml(g.label)}</text>`);
   });
-  const ly = top + plotH + 100;
+  const ly = top + plotH + 135;
   shown.forEach((t, ti) => {
     const lx = left + (ti % 3) * 260;
     const yy = ly + Math.floor(ti / 3) * 16;
@@ -262,4 +262,79 @@ export function renderSvg(rows: readonly Row[], targets: readonly TargetInfo[], 
   });
   parts.push('</svg>');
   return parts.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference-run summary for docs/benchmarks.md
+
+export interface ResultsDoc {
+  startedAt: string;
+  finishedAt: string;
+  settings: { quick: boolean; size: number; runtimeSeconds: number; rampSeconds: number; workloads: string[] };
+  machine: Record<string, unknown>;
+  targets: (TargetInfo & { status: string; reason?: string; writePattern?: Record<string, number | undefined> })[];
+  rows: (RatedRow & { pattern?: Record<string, number | undefined>; loadavg?: number })[];
+}
+
+/**
+ * Markdown for a reference run, generated from its results.json (so the numbers in the docs are
+ * the harness's, not retyped): one matrix of MB/s with each vdiskfs figure's ratio to its peer,
+ * the per-target geometric means, the rows furthest behind, and the LBS write pattern.
+ */
+export function formatReference(doc: ResultsDoc, workloads: readonly Workload[]): string {
+  const ran = doc.targets.filter((t) => t.status === 'ran');
+  const infos: TargetInfo[] = doc.targets.map((t) => ({ id: t.id, label: t.label, side: t.side, peer: t.peer }));
+  const label = new Map(infos.map((t) => [t.id, t.label]));
+  const wl = (id: string) => workloads.find((w) => w.id === id)?.label ?? id;
+  const out: string[] = [];
+  const m = doc.machine;
+  const disk = m.disk as { device?: string; fstype?: string } | undefined;
+  out.push(
+    `Run ${doc.startedAt} → ${doc.finishedAt}, commit ${m.commit}, ${doc.settings.quick ? 'QUICK' : 'full'} settings ` +
+      `(${doc.settings.size / 2 ** 20} MiB disks, ${doc.settings.runtimeSeconds} s per job after a ${doc.settings.rampSeconds} s ramp).`,
+    `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, kernel ${m.kernel}, ${disk?.fstype ?? '?'} on ${disk?.device ?? '?'}; ` +
+      `Node ${m.node}, ${m.fio}, ${String(m.qemuStorageDaemon ?? '').replace(/ Copyright.*/, '')}, ${String(m.xmount ?? '').replace(/ Copyright.*/, '')}. ` +
+      `Load average (1 min) ${(m.loadavgAtStart as number[] | undefined)?.[0]?.toFixed(1)} at the start, ${(m.loadavgAtEnd as number[] | undefined)?.[0]?.toFixed(1)} at the end.`,
+    '',
+  );
+  const peers = ran.filter((t) => t.side !== 'vdiskfs');
+  const ours = ran.filter((t) => t.side === 'vdiskfs');
+  const peerLabel = (id: string | undefined) => (id ? label.get(id) ?? id : '—');
+  out.push(`MB/s; for vdiskfs, in parentheses, the ratio to its peer (${ours.map((t) => `${t.label} → ${peerLabel(t.peer)}`).join('; ')}).`, '');
+  out.push(`| workload | mode | ${[...peers, ...ours].map((t) => t.label).join(' | ')} |`);
+  out.push(`|---|---|${[...peers, ...ours].map(() => '---:').join('|')}|`);
+  for (const w of workloads) {
+    for (const direct of [false, true]) {
+      const get = (id: string) => doc.rows.find((r) => r.target === id && r.workload === w.id && r.direct === direct);
+      if (![...peers, ...ours].some((t) => get(t.id)?.result)) continue;
+      const cells = [...peers, ...ours].map((t) => {
+        const r = get(t.id);
+        if (!r?.result) return r?.note ? 'n/a' : '—';
+        const mbs = fmt(r.result.bandwidth / 1e6, 0);
+        return t.side === 'vdiskfs' ? `${mbs} (${fmtRatio(r.ratios?.vsPeer)})` : mbs;
+      });
+      out.push(`| ${w.label} | ${direct ? 'direct' : 'buffered'} | ${cells.join(' | ')} |`);
+    }
+  }
+  out.push('', '| vdiskfs target | its peer | geometric mean of vdiskfs ÷ peer | worst row vs the best peer |', '|---|---|---:|---|');
+  for (const t of ours) {
+    const g = geomeanVsPeer(doc.rows, t.id);
+    const w = furthestBehind(doc.rows.filter((r) => r.target === t.id), 1)[0];
+    out.push(`| ${t.label} | ${peerLabel(t.peer)} | ${g === undefined ? '—' : g.toFixed(2)} | ${w ? `${wl(w.workload)}, ${w.direct ? 'direct' : 'buffered'}: ${fmtRatio(w.ratios?.vsBest)} × ${peerLabel(w.ratios?.best)}` : '—'} |`);
+  }
+  for (const t of doc.targets.filter((x) => x.status === 'unavailable' || x.status === 'failed')) out.push(`| ${t.label} | ${peerLabel(t.peer)} | ${t.status}: ${t.reason ?? ''} | |`);
+  const worst = furthestBehind(doc.rows, 3);
+  if (worst.length) {
+    out.push('', 'Rows furthest behind the best peer:', '');
+    for (const r of worst) out.push(`- ${label.get(r.target)}, ${wl(r.workload)}, ${r.direct ? 'direct' : 'buffered'}: ${fmt(r.result!.bandwidth / 1e6, 1)} MB/s, ${fmtRatio(r.ratios?.vsBest)} × ${peerLabel(r.ratios?.best)}`);
+  }
+  const patterned = doc.rows.filter((r) => r.pattern);
+  if (patterned.length) {
+    out.push('', '| LBS target | write job | client MB | data-file MB | log MB | sequential | mean run KiB | WA |', '|---|---|---:|---:|---:|---:|---:|---:|');
+    const line = (t: string, job: string, p: Record<string, number | undefined>) =>
+      `| ${label.get(t) ?? t} | ${job} | ${p.clientBytes === undefined ? '—' : fmt(p.clientBytes / 1e6, 0)} | ${p.dataBytes === undefined ? '—' : fmt(p.dataBytes / 1e6, 0)} | ${p.logBytes === undefined ? '—' : fmt(p.logBytes / 1e6, 1)} | ${p.sequentialFraction === undefined ? '—' : `${(p.sequentialFraction * 100).toFixed(0)}%`} | ${p.meanRunBytes === undefined ? '—' : fmt(p.meanRunBytes / 1024, 0)} | ${p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)} |`;
+    for (const r of patterned) out.push(line(r.target, `${wl(r.workload)}, ${r.direct ? 'direct' : 'buffered'}`, r.pattern!));
+    for (const t of doc.targets.filter((x) => x.writePattern)) out.push(line(t.id, '**all write jobs**', t.writePattern!));
+  }
+  return out.join('\n') + '\n';
 }

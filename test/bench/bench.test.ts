@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WORKLOADS, fioArgs, parseFioJson } from '../../src/bench/fio.js';
-import { formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type Row, type TargetInfo } from '../../src/bench/report.js';
+import { formatReference, formatTable, furthestBehind, geomeanVsPeer, rateRows, renderSvg, type ResultsDoc, type Row, type TargetInfo } from '../../src/bench/report.js';
 import { extractCounters, writePattern } from '../../src/bench/write-pattern.js';
 import { parsePerfScript, runStats } from '../../src/bench/pwrite-trace.js';
 
@@ -146,6 +146,23 @@ describe('ratios', () => {
     const svg = renderSvg(rated, targets, WORKLOADS, 'title <&>');
     expect(svg.match(/<rect x=/g)).toHaveLength(9 + 5); // 9 bars, 5 legend swatches
     expect(svg).toContain('title &lt;&amp;&gt;');
+  });
+});
+
+describe('reference summary', () => {
+  it('puts each vdiskfs figure beside its ratio to its peer, and n/a where a target has no result', () => {
+    const rows: Row[] = [row('raw', 'randread-4k-qd1', true, 8e6), row('qa', 'randread-4k-qd1', true, 4e6), row('qb', 'randread-4k-qd1', true, undefined, 'O_DIRECT not supported'), row('v1', 'randread-4k-qd1', true, 2e6), row('v2', 'randread-4k-qd1', true, 6e6)];
+    const doc: ResultsDoc = {
+      startedAt: 'a',
+      finishedAt: 'b',
+      settings: { quick: true, size: 512 << 20, runtimeSeconds: 1, rampSeconds: 0.5, workloads: ['randread-4k-qd1'] },
+      machine: { cpus: 2, cpuModel: 'X', commit: 'abc', loadavgAtStart: [1], loadavgAtEnd: [2] },
+      targets: targets.map((t) => ({ ...t, status: 'ran' })),
+      rows: rateRows(rows, targets),
+    };
+    const md = formatReference(doc, WORKLOADS);
+    expect(md).toContain('| rand read 4 KiB QD1 | direct | 8 | 4 | n/a | 2 (0.50) | 6 (—) |');
+    expect(md).toMatch(/\| vdiskfs 1 \| peer A \| 0\.50 \|/);
   });
 });
 
