@@ -122,7 +122,8 @@ describe('views through the mount', () => {
         expect(info).toMatch(/Format\s*:\s*VHDX/);
         expect(info).toContain(`(${s.size} bytes)`);
         expect(await ok('vhdiinfo', [path(`${s.name}.vhd`)])).toMatch(/Disk type\s*:\s*Fixed/);
-        const vm = await mkdtemp(join(tmpdir(), 'vdiskfs-vhdimount-'));
+        // Inside the scratch directory, so it is removed with it even if the test fails.
+        const vm = await mkdtemp(join(dir, 'vhdimount-'));
         await ok('vhdimount', [path(`${s.name}.vhdx`), vm]);
         onCleanup(async () => void (await run('fusermount', ['-u', vm])));
         try {
