@@ -425,7 +425,9 @@ async function measureJob(t: Active, w: Workload, direct: boolean, settings: Set
     t.total.runs += observed.runs;
     t.total.sequentialBytes += observed.sequentialBytes;
   }
-  const row: ResultRow = { target: spec.id, workload: w.id, direct, result, cpuSeconds: before !== undefined && after !== undefined ? after - before : undefined, loadavg, wallSeconds };
+  const cpu = before !== undefined && after !== undefined ? after - before : undefined;
+  const ios = result.iops * (settings.runtimeSeconds + settings.rampSeconds);
+  const row: ResultRow = { target: spec.id, workload: w.id, direct, result, cpuSeconds: cpu, cpuPerIoUs: cpu !== undefined && ios > 0 ? (cpu / ios) * 1e6 : undefined, loadavg, wallSeconds };
   const writeFraction = w.readPercent !== undefined ? 1 - w.readPercent / 100 : 1;
   if (statsBefore && w.writes && spec.requires.storeKind === 'lbs') {
     row.pattern = writePattern(statsBefore, extractCounters((await readStats(running.statsFile))?.stats), result.ioBytes * writeFraction, observed);

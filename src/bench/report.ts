@@ -22,6 +22,8 @@ export interface Row {
   readonly result?: FioResult;
   /** CPU seconds (user + system) the serving process used during the job, ramp included. */
   readonly cpuSeconds?: number;
+  /** Server CPU µs per I/O: cpuSeconds over the I/Os of the ramp and the measured time (at the measured rate). */
+  readonly cpuPerIoUs?: number;
   /** Why there is no result (the target does not support O_DIRECT, the job failed, …). */
   readonly note?: string;
 }
@@ -133,7 +135,7 @@ function pad(cells: string[], widths: number[], alignLeft: number): string {
  */
 export function formatTable(rows: readonly RatedRow[], targets: readonly TargetInfo[], workloads: readonly Workload[]): string {
   const labels = new Map(targets.map((t) => [t.id, t.label]));
-  const header = ['target', 'MB/s', 'IOPS', 'mean µs', 'p99 µs', 'CPU s', 'vs peer', 'vs best', 'vs raw file'];
+  const header = ['target', 'MB/s', 'IOPS', 'mean µs', 'p99 µs', 'CPU s', 'CPU µs/IO', 'vs peer', 'vs best', 'vs raw file'];
   const lines: string[][] = [];
   const blocks: { title: string; start: number; end: number }[] = [];
   for (const w of workloads) {
@@ -151,6 +153,7 @@ export function formatTable(rows: readonly RatedRow[], targets: readonly TargetI
           res ? fmt(res.meanLatencyUs, 1) : '',
           res ? fmt(res.p99LatencyUs, 0) : '',
           res ? fmt(r.cpuSeconds, 2) : '',
+          res ? fmt(r.cpuPerIoUs, 1) : '',
           ratios ? `${fmtRatio(ratios.vsPeer)}` : '',
           ratios ? `${fmtRatio(ratios.vsBest)}` : '',
           ratios ? `${fmtRatio(ratios.vsPhysical)}` : '',
@@ -177,14 +180,14 @@ export function formatTable(rows: readonly RatedRow[], targets: readonly TargetI
 /** Markdown version of the ratio summary: per workload and mode, vdiskfs targets against their peers. */
 export function formatMarkdown(rows: readonly RatedRow[], targets: readonly TargetInfo[], workloads: readonly Workload[]): string {
   const labels = new Map(targets.map((t) => [t.id, t.label]));
-  const out = ['| workload | mode | target | MB/s | IOPS | mean µs | p99 µs | CPU s | vs peer | vs best | vs raw file |', '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
+  const out = ['| workload | mode | target | MB/s | IOPS | mean µs | p99 µs | CPU s | CPU µs/IO | vs peer | vs best | vs raw file |', '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'];
   for (const w of workloads) {
     for (const direct of [false, true]) {
       for (const r of blockRows(rows, targets, w.id, direct)) {
         const res = r.result;
         const ra = r.ratios;
         out.push(
-          `| ${w.label} | ${direct ? 'direct' : 'buffered'} | ${labels.get(r.target) ?? r.target} | ${res ? fmt(res.bandwidth / 1e6, 1) : r.note ?? '—'} | ${res ? fmt(res.iops) : ''} | ${res ? fmt(res.meanLatencyUs, 1) : ''} | ${res ? fmt(res.p99LatencyUs) : ''} | ${res ? fmt(r.cpuSeconds, 2) : ''} | ${ra ? fmtRatio(ra.vsPeer) : ''} | ${ra ? fmtRatio(ra.vsBest) : ''} | ${ra ? fmtRatio(ra.vsPhysical) : ''} |`,
+          `| ${w.label} | ${direct ? 'direct' : 'buffered'} | ${labels.get(r.target) ?? r.target} | ${res ? fmt(res.bandwidth / 1e6, 1) : r.note ?? '—'} | ${res ? fmt(res.iops) : ''} | ${res ? fmt(res.meanLatencyUs, 1) : ''} | ${res ? fmt(res.p99LatencyUs) : ''} | ${res ? fmt(r.cpuSeconds, 2) : ''} | ${res ? fmt(r.cpuPerIoUs, 1) : ''} | ${ra ? fmtRatio(ra.vsPeer) : ''} | ${ra ? fmtRatio(ra.vsBest) : ''} | ${ra ? fmtRatio(ra.vsPhysical) : ''} |`,
         );
       }
     }
@@ -314,6 +317,16 @@ export function formatReference(doc: ResultsDoc, workloads: readonly Workload[])
         return t.side === 'vdiskfs' ? `${mbs} (${fmtRatio(r.ratios?.vsPeer)})` : mbs;
       });
       out.push(`| ${w.label} | ${direct ? 'direct' : 'buffered'} | ${cells.join(' | ')} |`);
+    }
+  }
+  out.push('', 'Server CPU per I/O (µs of user + system time of the serving process; the raw file has no server):', '');
+  const served = [...peers, ...ours].filter((t) => t.side !== 'physical');
+  out.push(`| workload | mode | ${served.map((t) => t.label).join(' | ')} |`, `|---|---|${served.map(() => '---:').join('|')}|`);
+  for (const w of workloads) {
+    for (const direct of [false, true]) {
+      const cells = served.map((t) => doc.rows.find((r) => r.target === t.id && r.workload === w.id && r.direct === direct)?.cpuPerIoUs);
+      if (cells.every((c) => c === undefined)) continue;
+      out.push(`| ${w.label} | ${direct ? 'direct' : 'buffered'} | ${cells.map((c) => fmt(c, 0)).join(' | ')} |`);
     }
   }
   out.push('', '| vdiskfs target | its peer | geometric mean of vdiskfs ÷ peer | worst row vs the best peer |', '|---|---|---:|---|');

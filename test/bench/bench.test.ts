@@ -138,7 +138,7 @@ describe('ratios', () => {
     const text = formatTable(rated, targets, WORKLOADS);
     expect(text).toMatch(/rand read 4 KiB QD1, direct/);
     expect(text).toMatch(/peer B\s+O_DIRECT not supported/);
-    expect(text).toMatch(/vdiskfs 1\s+0\.0\s+0\s+10\.0\s+20\s+—\s+0\.50\s+0\.40\s+0\.20/);
+    expect(text).toMatch(/vdiskfs 1\s+0\.0\s+0\s+10\.0\s+20\s+—\s+—\s+0\.50\s+0\.40\s+0\.20/);
     // Jobs run in rotating target order; the table lists targets in their declared order.
     const shuffled = formatTable([...rated].reverse(), targets, WORKLOADS);
     expect(shuffled).toBe(text);
