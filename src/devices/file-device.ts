@@ -18,6 +18,7 @@ export class FileDevice implements BlockDevice {
   private bytesRead = 0;
   private bytesWritten = 0;
   private flushes = 0;
+  private readonly inFlight = new Set<{ start: number; end: number; done: Promise<void> }>();
 
   private constructor(
     private readonly handle: FileHandle,
@@ -68,13 +69,29 @@ export class FileDevice implements BlockDevice {
     this.bytesRead += done;
   }
 
+  /**
+   * Writes run concurrently on the thread pool, which may reorder them; a write that overlaps one
+   * still in flight waits for it, so overlapping writes land in arrival order.
+   */
   async write(src: Uint8Array, offset: number): Promise<void> {
-    let done = 0;
-    while (done < src.length) {
-      const bytesWritten = await pwriteOnce(this.handle.fd, src, done, src.length - done, offset + done);
-      done += bytesWritten;
+    const end = offset + src.length;
+    const before: Promise<void>[] = [];
+    for (const w of this.inFlight) if (w.start < end && offset < w.end) before.push(w.done);
+    const entry = { start: offset, end, done: Promise.resolve() };
+    entry.done = (async () => {
+      if (before.length) await Promise.allSettled(before);
+      let done = 0;
+      while (done < src.length) {
+        done += await pwriteOnce(this.handle.fd, src, done, src.length - done, offset + done);
+      }
+      this.bytesWritten += done;
+    })();
+    this.inFlight.add(entry);
+    try {
+      await entry.done;
+    } finally {
+      this.inFlight.delete(entry);
     }
-    this.bytesWritten += done;
   }
 
   async flush(): Promise<void> {
