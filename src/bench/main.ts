@@ -507,6 +507,8 @@ async function machineInfo() {
     qemuStorageDaemon: await firstLine('qemu-storage-daemon', ['--version']),
     xmount: await firstLine('xmount', ['--version']),
     commit: (await firstLine('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])) ?? '?',
+    // The build under test is the working tree's: say whether it had changes beyond the commit.
+    uncommittedSourceChanges: (await run('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no', '--', 'src'])).stdout.trim().split('\n').filter(Boolean).length,
     loadavgAtStart: os.loadavg(),
   };
 }

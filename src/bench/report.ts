@@ -293,7 +293,7 @@ export function formatReference(doc: ResultsDoc, workloads: readonly Workload[])
   const m = doc.machine;
   const disk = m.disk as { device?: string; fstype?: string } | undefined;
   out.push(
-    `Run ${doc.startedAt} → ${doc.finishedAt}, commit ${m.commit}, ${doc.settings.quick ? 'QUICK' : 'full'} settings ` +
+    `Run ${doc.startedAt} → ${doc.finishedAt}, commit ${m.commit}${m.uncommittedSourceChanges ? ` (plus uncommitted changes to ${m.uncommittedSourceChanges} files under src/)` : ''}, ${doc.settings.quick ? 'QUICK' : 'full'} settings ` +
       `(${doc.settings.size / 2 ** 20} MiB disks, ${doc.settings.runtimeSeconds} s per job after a ${doc.settings.rampSeconds} s ramp).`,
     `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, kernel ${m.kernel}, ${disk?.fstype ?? '?'} on ${disk?.device ?? '?'}; ` +
       `Node ${m.node}, ${m.fio}, ${String(m.qemuStorageDaemon ?? '').replace(/ Copyright.*/, '')}, ${String(m.xmount ?? '').replace(/ Copyright.*/, '')}. ` +
