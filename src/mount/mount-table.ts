@@ -63,18 +63,28 @@ export class MountTable {
     try {
       for (const entry of names) {
         const loaded = await loadDescriptor(join(sourceDir, entry));
-        const viewNames = options.views
+        const explicitViews = options.views
           ? [...options.views]
           : loaded.descriptor.views
             ? parseViewList(loaded.descriptor.views, `descriptor ${loaded.path}`)
-            : DEFAULT_VIEWS.filter((v) => viewKind(v) !== undefined);
+            : undefined;
+        const viewNames = explicitViews ?? DEFAULT_VIEWS.filter((v) => viewKind(v) !== undefined);
         const device = checked(await openStore(loaded, { readOnly: options.readOnly }));
         const store: MountedStore = { name: loaded.name, descriptor: loaded, device, views: [] };
         table.stores.push(store);
         const mtime = (await stat(loaded.path)).mtimeMs;
         const siblings = viewNames.map((v) => `${loaded.name}.${v}`);
         for (const v of viewNames) {
-          const view = await viewKind(v)!.create({ device, descriptor: loaded, siblings });
+          let view: View;
+          try {
+            view = await viewKind(v)!.create({ device, descriptor: loaded, siblings });
+          } catch (err) {
+            // A view that was asked for must appear or the mount fails; a default view the format
+            // cannot express for this store (a VHDX over 64 TiB) is left out with a warning.
+            if (explicitViews || !(err instanceof VdiskError) || err.code !== 'EFBIG') throw err;
+            log.warn({ store: loaded.name, view: v, reason: err.message }, 'default view left out');
+            continue;
+          }
           store.views.push(view);
           table.files.set(`${loaded.name}.${v}`, { store, view, mtime });
         }
