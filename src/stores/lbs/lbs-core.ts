@@ -20,7 +20,7 @@
 import type { BlockDevice, Capabilities } from '../../devices/block-device.js';
 import { VdiskError } from '../../errors.js';
 import { logger, type Logger } from '../../log.js';
-import { BlockMap, ClusterState } from './block-map.js';
+import { BlockMap } from './block-map.js';
 import { checksumById, type ChecksumKind } from './checksums.js';
 import { readFully, type LbsFile } from './files.js';
 import {
@@ -56,10 +56,6 @@ export interface LbsOpenOptions {
 }
 
 const DEFAULT_AUTO_BARRIER = 4 << 20;
-
-export interface LbsStats {
-  [k: string]: unknown;
-}
 
 export class LbsDevice implements BlockDevice {
   readonly size: number;
@@ -399,15 +395,6 @@ export class LbsDevice implements BlockDevice {
     }
   }
 
-  /** Puts one block in the active cluster's buffer; returns its physical block number. */
-  private async append(data: Uint8Array): Promise<number> {
-    if (this.active < 0 || this.fill === this.blocksPerCluster) await this.nextCluster();
-    const slot = this.fill;
-    this.buffer.set(data, slot * this.blockSize);
-    this.fill = slot + 1;
-    return this.active * this.blocksPerCluster + slot;
-  }
-
   private async nextCluster(): Promise<void> {
     if (this.active >= 0) {
       await this.writeOut();
@@ -504,7 +491,10 @@ export class LbsDevice implements BlockDevice {
       // A damaged block is moved as it is, with its checksum: reads of it stay errors.
       if (fn(block) !== cks) this.log.warn({ lbn, pbn: base + i }, 'cleaner moved a block that fails its checksum');
       const ts = this.map.timestamp[lbn]!;
-      const pbn = await this.append(block);
+      if (this.active < 0 || this.fill === bpc) await this.nextCluster();
+      const slot = this.fill++;
+      this.buffer.set(block, slot * bs);
+      const pbn = this.active * bpc + slot;
       this.map.set(lbn, pbn, cks, ts);
       this.logWriter!.add(lbn, pbn, cks, ts, MAP_RELOCATED);
       this.st.blocksMoved++;
@@ -523,7 +513,11 @@ export class LbsDevice implements BlockDevice {
   /** The barrier: buffer → data file → fdatasync(data) → entries + barrier → fdatasync(log). */
   private async barrierLocked(): Promise<void> {
     const w = this.logWriter!;
-    if (w.pendingEntries === 0 && this.written === this.fill && !this.dataDirty) return;
+    if (w.pendingEntries === 0 && this.written === this.fill && !this.dataDirty) {
+      // Every mapping is durable already, so clusters emptied earlier may be reused now.
+      this.map.releasePending();
+      return;
+    }
     await this.writeOut();
     if (this.dataDirty) {
       await this.data.datasync();
@@ -638,16 +632,4 @@ export class LbsDevice implements BlockDevice {
       recovery: { entriesReplayed: this.replay.entries, rolledBackEntries: this.replay.rolledBackEntries, rolledBackBytes: this.replay.rolledBackBytes },
     };
   }
-
-  /** For tests: the active cluster, or -1. */
-  get activeCluster(): number {
-    return this.active;
-  }
-
-  /** For tests and the check command. */
-  get clusterStates(): Uint8Array {
-    return this.map.state;
-  }
 }
-
-export { ClusterState };
