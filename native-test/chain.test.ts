@@ -123,8 +123,13 @@ describe('chains over qemu-img parents, read back by libvhdi', () => {
       expect((await vdiskfs(['create', 'chain', d, '--parent', base])).code).toBe(0);
       let mnt = await mountVdiskfs(src, ['--views', 'raw', '--snapshot-interval', '1']);
       await writeThrough(join(mnt.mountpoint, 'c.raw'), 3);
-      await new Promise((r) => setTimeout(r, 2600));
+      await new Promise((r) => setTimeout(r, 1600));
       await writeThrough(join(mnt.mountpoint, 'c.raw'), 4);
+      await new Promise((r) => setTimeout(r, 1600));
+      const busy = (await layersOf(d)).length;
+      expect(busy, 'a periodic snapshot after each burst of writes').toBeGreaterThanOrEqual(4);
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await layersOf(d), 'no empty layers while idle').toHaveLength(busy);
       const during = join(dir, `c-${ext}-during.raw`);
       await copyFile(join(mnt.mountpoint, 'c.raw'), during);
       await mnt.unmount();

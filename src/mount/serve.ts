@@ -107,10 +107,11 @@ function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnTy
     running = true;
     void (async () => {
       for (const s of table.stores) {
-        const dev = s.device.inner as { snapshot?: () => Promise<string> };
+        const dev = s.device.inner as { snapshot?: (o?: { ifChanged?: boolean }) => Promise<string> };
         if (typeof dev.snapshot !== 'function' || !s.device.capabilities.writable) continue;
         try {
-          const top = await dev.snapshot();
+          // Only when something was written since the last one: an idle disk gains no empty layers.
+          const top = await dev.snapshot({ ifChanged: true });
           log.info({ store: s.name, top }, 'periodic snapshot');
         } catch (err) {
           log.error({ err, store: s.name }, 'periodic snapshot failed');

@@ -393,3 +393,44 @@ describe('bad input: a clear error, nothing modified', () => {
 });
 
 export { copyFile };
+
+describe('background flush and idle snapshots', () => {
+  for (const format of ['vhd', 'vhdx'] as LayerFormat[]) {
+    it(`${format}: unflushed writes reach the file by themselves (background flush)`, async () => {
+      const size = 4 * MiB;
+      const base = join(dir, `auto-base-${n++}.${format}`);
+      await createLayerFile(base, { format, size });
+      const descriptor = join(dir, `auto-${n++}.vdisk`);
+      await createChainStore({ descriptorPath: descriptor, parentPath: base });
+      const loaded = await loadDescriptor(descriptor);
+      const layers = await openChainFrom(join(dir, (loaded.descriptor.store as { top: string }).top), true, openLayer);
+      const dev = checked(new ChainDevice(layers, false, {}, 50));
+      const data = new Random(61).bytes(100_000);
+      await dev.write(data, 3 * MiB);
+      await new Promise((r) => setTimeout(r, 400));
+      // Another reader of the files (read-only; a VHDX log is replayed in memory) sees the data.
+      const other = checked(new ChainDevice(await openChainFrom(layers[0]!.path, false, openLayer), true));
+      const got = new Uint8Array(data.length);
+      await other.read(got, 3 * MiB);
+      await other.close();
+      expect(Buffer.compare(got, data)).toBe(0);
+      await dev.close();
+    });
+  }
+
+  it('snapshot({ ifChanged }) leaves an unwritten top alone', async () => {
+    const base = join(dir, `idle-base.vhdx`);
+    await createLayerFile(base, { format: 'vhdx', size: MiB });
+    const d = join(dir, 'idle.vdisk');
+    await createChainStore({ descriptorPath: d, parentPath: base });
+    const dev = await openStore(d);
+    const chain = dev.inner as ChainDevice;
+    const top = chain.layers[0]!.path;
+    expect(await chain.snapshot({ ifChanged: true })).toBe(top);
+    expect(chain.layers).toHaveLength(2);
+    await dev.write(new Uint8Array(512).fill(1), 0);
+    expect(await chain.snapshot({ ifChanged: true })).not.toBe(top);
+    expect(chain.layers).toHaveLength(3);
+    await dev.close();
+  });
+});

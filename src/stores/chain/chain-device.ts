@@ -27,8 +27,16 @@ export class ChainDevice implements BlockDevice {
   private tail: Promise<unknown> = Promise.resolve();
   private writes = 0;
   private snapshots = 0;
+  /** Writes to the current top since it became the top. */
+  private topWrites = 0;
+  private autoFlush: NodeJS.Timeout | undefined;
+  private closed = false;
 
-  constructor(layers: Layer[], readonly readOnly: boolean, private readonly hooks: ChainHooks = {}) {
+  /**
+   * `autoFlushMs`: metadata (BAT, bitmaps) reaches the file at the next flush; when writes are
+   * left unflushed this long, the device flushes by itself, bounding what a killed process loses.
+   */
+  constructor(layers: Layer[], readonly readOnly: boolean, private readonly hooks: ChainHooks = {}, private readonly autoFlushMs = 5000) {
     if (!layers.length) throw new VdiskError('EINVAL', 'a chain needs at least one layer');
     this.layersNow = layers;
     this.size = layers[0]!.size;
@@ -66,6 +74,8 @@ export class ChainDevice implements BlockDevice {
     return this.exclusive(async () => {
       const layers = this.layersNow;
       const top = layers[0]!;
+      this.topWrites++;
+      this.scheduleAutoFlush();
       const S = top.writeGranularity;
       const a = Math.floor(offset / S) * S;
       // The disk's end is a whole sector but not always a whole granule.
@@ -85,26 +95,42 @@ export class ChainDevice implements BlockDevice {
   }
 
   flush(): Promise<void> {
+    if (this.autoFlush) clearTimeout(this.autoFlush);
+    this.autoFlush = undefined;
     return this.exclusive(() => this.layersNow[0]!.flush());
+  }
+
+  private scheduleAutoFlush(): void {
+    if (this.autoFlush || this.autoFlushMs <= 0) return;
+    this.autoFlush = setTimeout(() => {
+      this.autoFlush = undefined;
+      if (!this.closed) this.flush().catch(() => {});
+    }, this.autoFlushMs);
+    this.autoFlush.unref();
   }
 
   /**
    * Freezes the current top and adds a new empty child on top of it (the device keeps its size;
    * open views keep working). Returns the new top's path.
    */
-  snapshot(): Promise<string> {
+  snapshot(options: { ifChanged?: boolean } = {}): Promise<string> {
     return this.exclusive(async () => {
       if (!this.capabilities.writable || !this.hooks.addChild) throw new VdiskError('EROFS', 'this chain is open read-only; cannot snapshot');
       const top = this.layersNow[0]!;
+      // A periodic snapshot of an idle disk would only stack empty layers.
+      if (options.ifChanged && this.topWrites === 0) return top.path;
       await top.seal();
       const child = await this.hooks.addChild(this.layersNow);
       this.layersNow = [child, ...this.layersNow];
       this.snapshots++;
+      this.topWrites = 0;
       return child.path;
     });
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.autoFlush) clearTimeout(this.autoFlush);
     await this.exclusive(async () => {
       let first: unknown;
       for (const l of this.layersNow) {
