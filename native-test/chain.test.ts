@@ -209,6 +209,9 @@ describe('read speed: our raw view vs vhdimount on the same 3-layer chain', () =
     await ok('fio', ['--name=w2', `--filename=${join(mnt.mountpoint, 'p.raw')}`, '--rw=randwrite', '--bs=4k', '--size=256M', '--io_size=16M', '--ioengine=psync', '--end_fsync=1', '--randseed=2']);
     await mnt.unmount();
     expect(await layersOf(d)).toHaveLength(3);
+    // Baseline: a flat store (a plain file behind the same FUSE layer) with the same bytes.
+    expect((await vdiskfs(['create', 'flat', join(src, 'f.vdisk'), '--size', '256M'])).code).toBe(0);
+    await ok('qemu-img', ['convert', '-f', 'vhdx', '-O', 'raw', base, join(src, 'f.img')]);
 
     mnt = await mountVdiskfs(src, ['--views', 'raw']);
     const top = resolve(src, (await layersOf(d))[0]!);
@@ -219,11 +222,12 @@ describe('read speed: our raw view vs vhdimount on the same 3-layer chain', () =
       const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
       return rw.includes('rand') ? job.read.iops : job.read.bw_bytes / MiB;
     };
-    const results: Record<string, { vdiskfs: number; vhdimount: number; ratio: number }> = {};
+    const results: Record<string, { vdiskfs: number; vhdimount: number; ratio: number; flatBaseline: number }> = {};
     for (const [label, rw, bs] of [['seq 1M (MiB/s)', 'read', '1M'], ['rand 4K (IOPS)', 'randread', '4k']] as const) {
       const ours = await fio(join(mnt.mountpoint, 'p.raw'), rw, bs);
       const theirs = await fio(v.file, rw, bs);
-      results[label] = { vdiskfs: Math.round(ours), vhdimount: Math.round(theirs), ratio: Math.round((ours / theirs) * 100) / 100 };
+      const flat = await fio(join(mnt.mountpoint, 'f.raw'), rw, bs);
+      results[label] = { vdiskfs: Math.round(ours), vhdimount: Math.round(theirs), ratio: Math.round((ours / theirs) * 100) / 100, flatBaseline: Math.round(flat) };
     }
     console.log('chain read speed, 3 layers, fio psync direct, 3 s each:', JSON.stringify(results));
     await v.unmount();
