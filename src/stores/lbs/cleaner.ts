@@ -10,10 +10,10 @@ import { ClusterState, type BlockMap } from './block-map.js';
 export const MIN_SPARE_CLUSTERS = 4;
 
 export interface CleanerPlan {
-  /** Clean when free clusters drop to this many. */
+  /** Below this many free clusters, each write also takes one cleaning step. */
   lowWater: number;
-  /** Clean until this many clusters are free. */
-  highWater: number;
+  /** At or below this many, a write waits until the cleaner has made room. */
+  critical: number;
 }
 
 export function spareClusters(map: BlockMap): number {
@@ -23,7 +23,7 @@ export function spareClusters(map: BlockMap): number {
 export function cleanerPlan(map: BlockMap): CleanerPlan {
   const spare = spareClusters(map);
   const lowWater = Math.min(64, Math.max(2, Math.floor(spare / 8)));
-  return { lowWater, highWater: lowWater + Math.max(1, lowWater >> 1) };
+  return { lowWater, critical: 2 };
 }
 
 /**

@@ -56,6 +56,8 @@ export interface LbsOpenOptions {
 }
 
 const DEFAULT_AUTO_BARRIER = 4 << 20;
+/** Cleaned clusters waiting for a barrier before the cleaner makes one. */
+const PENDING_BATCH = 4;
 
 export class LbsDevice implements BlockDevice {
   readonly size: number;
@@ -110,6 +112,7 @@ export class LbsDevice implements BlockDevice {
     zeroBlocksWritten: 0,
     dataBlocksWritten: 0,
     cleanerRuns: 0,
+    cleanerWaits: 0,
     clustersCleaned: 0,
     blocksMoved: 0,
   };
@@ -440,26 +443,49 @@ export class LbsDevice implements BlockDevice {
     return (this.active >= 0 ? this.blocksPerCluster - this.fill : 0) + this.map.freeClusters * this.blocksPerCluster;
   }
 
-  /** Makes sure `blocks` new blocks fit, running the cleaner (and barriers) when space is low. */
+  /**
+   * Makes sure `blocks` new blocks fit. Below the low-water mark the cleaner takes one bounded step
+   * per write (one cluster moved, or one barrier to free the clusters moved before), so writes are
+   * never held for long; only when free clusters are critically few does a write wait for the
+   * cleaner to make room.
+   */
   private async ensureSpace(blocks: number): Promise<void> {
     const plan = cleanerPlan(this.map);
-    if (this.foregroundRoom() >= blocks && this.map.freeClusters > plan.lowWater) return;
-    await this.clean(plan.highWater, blocks);
+    const free = this.map.freeClusters;
+    if (this.foregroundRoom() >= blocks && free > plan.lowWater) return;
+    if (this.foregroundRoom() >= blocks && free > plan.critical) {
+      await this.cleanStep();
+      return;
+    }
+    await this.clean(plan.critical + 1, blocks);
     if (this.totalRoom() < blocks) {
       throw new VdiskError('ENOSPC', 'the LBS store has no free space left in its data file (over-provisioning exhausted)');
     }
   }
 
+  /** One step of background-style cleaning, done on the way of a write. */
+  private async cleanStep(): Promise<void> {
+    this.st.cleanerRuns++;
+    if (this.map.pendingClusters.length >= PENDING_BATCH) return this.barrierLocked();
+    const [victim] = pickVictims(this.map, 1);
+    if (victim === undefined || this.map.live[victim]! > this.totalRoom()) {
+      if (this.map.pendingClusters.length > 0) await this.barrierLocked();
+      return;
+    }
+    await this.relocate(victim);
+  }
+
   /**
-   * The simple cleaner: first a barrier if clusters wait for one, then the emptiest clusters are
-   * moved (live blocks appended to the active cluster, as relocation entries with the same
-   * checksum and timestamp) until `target` clusters are free and `need` blocks fit. A cleaned
-   * cluster becomes free only at the barrier that makes its relocations durable. Each cleaned
-   * cluster with v live blocks grows the free room by (blocks per cluster - v) > 0, so the loop
-   * ends; it stops early if no cluster has a dead block.
+   * The cleaner, when a write has to wait: first a barrier if clusters wait for one, then the
+   * emptiest clusters are moved (live blocks appended to the active cluster, as relocation entries
+   * with the same checksum and timestamp) until `target` clusters are free and `need` blocks fit.
+   * A cleaned cluster becomes free only at the barrier that makes its relocations durable. Each
+   * cleaned cluster with v live blocks grows the free room by (blocks per cluster - v) > 0, so the
+   * loop ends; it stops early if no cluster has a dead block.
    */
   private async clean(target: number, need: number): Promise<void> {
     this.st.cleanerRuns++;
+    this.st.cleanerWaits++;
     if (this.map.pendingClusters.length > 0) await this.barrierLocked();
     while (this.map.freeClusters < target || this.foregroundRoom() < need) {
       const victims = pickVictims(this.map, Math.max(1, target - this.map.freeClusters));
@@ -625,7 +651,8 @@ export class LbsDevice implements BlockDevice {
         failed: s.blocksFailed,
         readRetries: s.readRetries,
       },
-      cleaner: { runs: s.cleanerRuns, clustersCleaned: s.clustersCleaned, blocksMoved: s.blocksMoved },
+      // runs: cleaning steps and waits; waits: writes that had to wait for the cleaner.
+      cleaner: { runs: s.cleanerRuns, waits: s.cleanerWaits, clustersCleaned: s.clustersCleaned, blocksMoved: s.blocksMoved },
       writeAmplification: s.guestWriteBytes ? +((s.dataBytesWritten + logBytes) / s.guestWriteBytes).toFixed(3) : 0,
       clock: this.clock,
       ramBytesPerLogicalBlock: +this.map.bytesPerLogicalBlock().toFixed(2),
