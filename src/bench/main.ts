@@ -448,7 +448,8 @@ function mb(v: number | undefined): string {
 /** The LBS write-pattern table: per write job, and for each LBS target overall. */
 function formatPatterns(rows: readonly ResultRow[], records: readonly TargetRecord[], specs: readonly TargetSpec[]): string {
   const lbs = specs.filter((s) => s.requires.storeKind === 'lbs').map((s) => s.id);
-  const withPattern = rows.filter((r) => lbs.includes(r.target) && r.pattern);
+  // Grouped by target, each target's jobs in the order they ran.
+  const withPattern = lbs.flatMap((id) => rows.filter((r) => r.target === id && r.pattern));
   if (withPattern.length === 0) return '';
   const lines = [
     'LBS write pattern: client, data-file and log bytes from the store\'s stats (WA = (data + log) ÷ client);',

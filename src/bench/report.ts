@@ -341,7 +341,7 @@ export function formatReference(doc: ResultsDoc, workloads: readonly Workload[])
     out.push('', 'Rows furthest behind the best peer:', '');
     for (const r of worst) out.push(`- ${label.get(r.target)}, ${wl(r.workload)}, ${r.direct ? 'direct' : 'buffered'}: ${fmt(r.result!.bandwidth / 1e6, 1)} MB/s, ${fmtRatio(r.ratios?.vsBest)} × ${peerLabel(r.ratios?.best)}`);
   }
-  const patterned = doc.rows.filter((r) => r.pattern);
+  const patterned = doc.targets.flatMap((t) => doc.rows.filter((r) => r.target === t.id && r.pattern));
   if (patterned.length) {
     out.push('', '| LBS target | write job | client MB | data-file MB | log MB | sequential | mean run KiB | WA |', '|---|---|---:|---:|---:|---:|---:|---:|');
     const line = (t: string, job: string, p: Record<string, number | undefined>) =>
