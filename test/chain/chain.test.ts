@@ -313,6 +313,30 @@ describe('bad input: a clear error, nothing modified', () => {
     });
   }
 
+  it('vhdx: a child with a live log (needs replay) and a missing parent: refused before anything is replayed', async () => {
+    const base = await makeBase('vhdx', 3 * MiB, new Random(71));
+    const child = join(dir, `live-${n++}.vhdx`);
+    const p = await openLayer(base, false);
+    await createLayerFile(child, { format: 'vhdx', size: 3 * MiB, parent: p });
+    await p.close();
+    const dev = checked(new ChainDevice(await openChainFrom(child, true, openLayer), false, {}, 0));
+    await dev.write(new Random(72).bytes(70_000), 5000);
+    await dev.flush();
+    // A copy taken mid-session: LogGuid set, the log holding the last entry.
+    const live = join(dir, `live-copy-${n++}.vhdx`);
+    await copyFile(child, live);
+    await dev.close();
+    const bytes = await readFile(live);
+    expect(bytes.readUInt32LE(0x20000 + 48) | bytes.readUInt32LE(0x10000 + 48)).not.toBe(0);
+    // Readable as it is (replayed in memory), with the parent present:
+    const ro = await openChainFrom(live, false, openLayer);
+    for (const l of ro) await l.close();
+    await rename(base, `${base}.away`);
+    const h = await sha(live);
+    await expect(openChainFrom(live, true, openLayer)).rejects.toThrow(/missing or was moved/);
+    expect(await sha(live)).toBe(h);
+  });
+
   it('vhd: a bad footer checksum (both copies) and a bad dynamic header checksum', async () => {
     const { base, child, descriptor } = await chainOf('vhd');
     const st = await stat(child);
@@ -392,7 +416,6 @@ describe('bad input: a clear error, nothing modified', () => {
   });
 });
 
-export { copyFile };
 
 describe('background flush and idle snapshots', () => {
   for (const format of ['vhd', 'vhdx'] as LayerFormat[]) {

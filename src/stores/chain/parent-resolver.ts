@@ -95,7 +95,9 @@ export async function openChainFrom(topPath: string, writable: boolean, openLaye
     return `${s.dev}:${s.ino}`;
   };
   try {
-    let layer = await openLayer(topPath, writable);
+    // Every layer is opened read-only first, so that nothing is written (a VHDX log replayed, a
+    // VHD footer repaired) unless the whole chain is valid; then the top is reopened for writing.
+    let layer = await openLayer(topPath, false);
     layers.push(layer);
     seen.add(await key(topPath));
     while (layer.parent) {
@@ -109,6 +111,16 @@ export async function openChainFrom(topPath: string, writable: boolean, openLaye
       seen.add(k);
       layers.push(parent);
       layer = parent;
+    }
+    if (writable) {
+      const ro = layers.shift()!;
+      await ro.close();
+      const top = await openLayer(topPath, true);
+      if (top.identity !== ro.identity && top.format === 'vhd') {
+        await top.close();
+        throw new VdiskError('EBUSY', `${topPath} changed while the chain was being opened`);
+      }
+      layers.unshift(top);
     }
     return layers;
   } catch (err) {

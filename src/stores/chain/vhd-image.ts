@@ -48,6 +48,8 @@ export class VhdImage implements Layer {
   private readonly dirtyBatSectors = new Set<number>();
   private nextFree: number;
   private footerDirty = false;
+  /** Nothing is ever written to a file (not even a footer repair) until the disk itself is written. */
+  private written = false;
 
   private constructor(
     private readonly file: LayerFile,
@@ -192,6 +194,7 @@ export class VhdImage implements Layer {
   async write(src: Uint8Array, offset: number): Promise<void> {
     if (!this.file.writable) throw new VdiskError('EROFS', `${this.path} is open read-only`);
     if (!this.header) return this.file.write(src, offset);
+    this.written = true;
     let pos = offset;
     const end = offset + src.length;
     while (pos < end) {
@@ -233,7 +236,7 @@ export class VhdImage implements Layer {
 
   async flush(): Promise<void> {
     if (!this.file.writable) return;
-    if (!this.dirtyBitmaps.size && !this.dirtyBatSectors.size && !this.footerDirty) return this.file.sync();
+    if (!this.written || (!this.dirtyBitmaps.size && !this.dirtyBatSectors.size && !this.footerDirty)) return this.file.sync();
     await this.file.sync(); // data first
     for (const block of this.dirtyBitmaps) {
       const bm = await this.bitmap(block);

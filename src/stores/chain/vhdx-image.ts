@@ -131,25 +131,8 @@ export class VhdxImage implements Layer {
       }
       log.info({ path, entries: replay?.entries ?? 0, writable: file.writable }, 'VHDX log replay');
     }
-    let overlay: Map<number, Uint8Array> | undefined;
-    if (replay && file.writable) {
-      for (const [off, data] of [...replay.sectors].sort((a, b) => a[0] - b[0])) await file.write(data, off);
-      if (file.size < replay.lastFileOffset) await file.truncate(replay.lastFileOffset);
-      await file.sync();
-    } else if (replay) {
-      overlay = replay.sectors;
-    }
-    if (file.writable && header.logGuid !== NULL_GUID) {
-      // The log is applied: mark it empty (both headers, one at a time).
-      let idx = sel.index;
-      for (let i = 0; i < 2; i++) {
-        header = { ...header, sequenceNumber: header.sequenceNumber + 1n, logGuid: NULL_GUID };
-        idx = idx === 1 ? 2 : 1;
-        await file.write(encodeHeader(header), idx === 1 ? HEADER1_OFFSET : HEADER2_OFFSET);
-        await file.sync();
-      }
-      sel = { header, index: idx };
-    }
+    // Everything is read through the replayed sectors first; the file is written only once it all checks out.
+    const overlay: Map<number, Uint8Array> | undefined = replay?.sectors;
     const readMeta = async (offset: number, length: number): Promise<Uint8Array> => {
       if (offset + length > Math.max(file.size, replay?.lastFileOffset ?? 0)) throw bad(path, `metadata at ${offset}+${length} lies past the end of the file (truncated)`);
       const out = new Uint8Array(length);
@@ -227,9 +210,26 @@ export class VhdxImage implements Layer {
         dataEnd = Math.max(dataEnd, off + geometry.blockSize);
       }
     }
+    if (file.writable && header.logGuid !== NULL_GUID) {
+      // Valid: now apply the replay to the file and mark the log empty (both headers, one at a time).
+      if (replay) {
+        for (const [off, data] of [...replay.sectors].sort((a, b) => a[0] - b[0])) await file.write(data, off);
+        if (file.size < replay.lastFileOffset) await file.truncate(replay.lastFileOffset);
+        await file.sync();
+      }
+      let idx = sel.index;
+      for (let i = 0; i < 2; i++) {
+        header = { ...header, sequenceNumber: header.sequenceNumber + 1n, logGuid: NULL_GUID };
+        idx = idx === 1 ? 2 : 1;
+        await file.write(encodeHeader(header), idx === 1 ? HEADER1_OFFSET : HEADER2_OFFSET);
+        await file.sync();
+      }
+      sel = { header, index: idx };
+    }
     let parent: ParentLink | undefined;
     if (meta.parentLocator) parent = parentLinkOf(path, meta);
-    return new VhdxImage(file, sel.header, sel.index, meta, geometry, batRegion.fileOffset, bat, overlay, parent, dataEnd);
+    // Once applied to the file, the replayed sectors are what the file holds: no overlay needed.
+    return new VhdxImage(file, sel.header, sel.index, meta, geometry, batRegion.fileOffset, bat, file.writable ? undefined : overlay, parent, dataEnd);
   }
 
   // ─── BAT access ────────────────────────────────────────────────────────────────────────────────
