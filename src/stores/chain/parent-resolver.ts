@@ -116,7 +116,7 @@ export async function openChainFrom(topPath: string, writable: boolean, openLaye
       const ro = layers.shift()!;
       await ro.close();
       const top = await openLayer(topPath, true);
-      if (top.identity !== ro.identity && top.format === 'vhd') {
+      if (top.identity !== ro.identity) {
         await top.close();
         throw new VdiskError('EBUSY', `${topPath} changed while the chain was being opened`);
       }
