@@ -19,7 +19,7 @@ import { formatMarkdown, formatReference, formatTable, furthestBehind, geomeanVs
 import { declareTargets, readStats, unavailableReason, type RunningTarget, type TargetSpec } from './targets.js';
 import { Cleanup, cpuSeconds, mountsUnder, processAlive, processesUnder, run, stopAllChildren } from './procs.js';
 import { extractCounters, writePattern, type ObservedRuns, type WritePattern } from './write-pattern.js';
-import { fdOf, perfAvailable, runStats, startPwriteTrace } from './pwrite-trace.js';
+import { fdsOf, perfAvailable, runStats, startPwriteTrace } from './pwrite-trace.js';
 import { realpathSync } from 'node:fs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -261,7 +261,7 @@ async function main(): Promise<number> {
       for (const t of active) {
         t.record.status = 'ran';
         if (t.spec.requires.storeKind === 'lbs' && t.running?.statsFile) {
-          t.record.writePattern = writePattern(t.statsAtStart ?? {}, extractCounters((await readStats(t.running.statsFile))?.stats), t.clientBytesByFio, t.dataFd !== undefined ? t.total : undefined);
+          t.record.writePattern = writePattern(t.statsAtStart ?? {}, extractCounters((await readStats(t.running.statsFile))?.stats), t.clientBytesByFio, t.dataFds ? t.total : undefined);
         }
       }
     }
@@ -348,8 +348,8 @@ interface Active {
   dir: string;
   running?: RunningTarget;
   statsAtStart?: ReturnType<typeof extractCounters>;
-  /** The data file's descriptor in the serving process, when its writes are traced. */
-  dataFd?: number;
+  /** The data file's descriptors in the serving process, when its writes are traced. */
+  dataFds?: number[];
   total: { bytes: number; runs: number; sequentialBytes: number };
   clientBytesByFio: number;
 }
@@ -384,8 +384,9 @@ async function prepareTarget(t: Active, settings: Settings, outDir: string): Pro
   // The data file's write pattern is traced with perf when it can be (root, tracefs, linux-perf).
   if (running.dataFile !== undefined && running.pid !== undefined) {
     const tracing = perfAvailable();
-    t.dataFd = tracing ? fdOf(running.pid, realpathSync(running.dataFile)) : undefined;
-    if (t.dataFd === undefined) {
+    const fds = tracing ? fdsOf(running.pid, realpathSync(running.dataFile)) : [];
+    if (fds.length) t.dataFds = fds;
+    else {
       record.patternNote = !tracing ? 'perf cannot trace syscalls here; the sequential fraction comes from the store\'s counters, if any' : `the serving process holds no descriptor on ${running.dataFile}`;
       say(`  write pattern: ${record.patternNote}`);
     }
@@ -403,7 +404,7 @@ async function measureJob(t: Active, w: Workload, direct: boolean, settings: Set
   const before = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
   const statsBefore = running.statsFile ? extractCounters((await readStats(running.statsFile))?.stats) : undefined;
   const loadavg = os.loadavg()[0];
-  const trace = w.writes && t.dataFd !== undefined ? await startPwriteTrace(running.pid!, join(t.dir, `${name}.perf`)) : undefined;
+  const trace = w.writes && t.dataFds ? await startPwriteTrace(running.pid!, join(t.dir, `${name}.perf`)) : undefined;
   const started = Date.now();
   let result;
   try {
@@ -420,7 +421,7 @@ async function measureJob(t: Active, w: Workload, direct: boolean, settings: Set
   const after = running.pid !== undefined ? await cpuSeconds(running.pid) : undefined;
   let observed: ObservedRuns | undefined;
   if (trace) {
-    observed = runStats(await trace.stop(), t.dataFd!);
+    observed = runStats(await trace.stop(), t.dataFds!);
     t.total.bytes += observed.bytes;
     t.total.runs += observed.runs;
     t.total.sequentialBytes += observed.sequentialBytes;

@@ -39,15 +39,16 @@ export interface RunStats {
   readonly sequentialBytes: number;
 }
 
-/** The run structure of the writes to one descriptor. */
-export function runStats(events: readonly PwriteEvent[], fd: number): RunStats {
+/** The run structure of the writes to one file (through any of the descriptors given). */
+export function runStats(events: readonly PwriteEvent[], fds: number | readonly number[]): RunStats {
+  const set = new Set(typeof fds === 'number' ? [fds] : fds);
   let bytes = 0;
   let writes = 0;
   let runs = 0;
   let sequentialBytes = 0;
   let end: number | undefined;
   for (const e of events) {
-    if (e.fd !== fd || e.count === 0) continue;
+    if (!set.has(e.fd) || e.count === 0) continue;
     writes++;
     bytes += e.count;
     if (e.pos === end) sequentialBytes += e.count;
@@ -57,12 +58,13 @@ export function runStats(events: readonly PwriteEvent[], fd: number): RunStats {
   return { bytes, writes, runs, sequentialBytes };
 }
 
-/** The descriptor a process holds on `path`, from /proc/PID/fd. */
-export function fdOf(pid: number, path: string): number | undefined {
+/** The descriptors a process holds on `path`, from /proc/PID/fd. */
+export function fdsOf(pid: number, path: string): number[] {
+  const out: number[] = [];
   try {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === path) return Number(fd);
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === path) out.push(Number(fd));
       } catch {
         /* closed meanwhile */
       }
@@ -70,7 +72,7 @@ export function fdOf(pid: number, path: string): number | undefined {
   } catch {
     /* process gone */
   }
-  return undefined;
+  return out;
 }
 
 let perfUsable: boolean | undefined;
