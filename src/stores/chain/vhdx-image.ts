@@ -336,6 +336,10 @@ export class VhdxImage implements Layer {
   /** Starts a write session: new FileWriteGuid and DataWriteGuid, a LogGuid for our log entries. */
   private async beginSession(): Promise<void> {
     if (this.session) return;
+    if (maxSectorsPerEntry(this.header.logLength) < DIRTY_LIMIT + 8) {
+      // Metadata may only change through the log; without room for an entry, refuse before any write.
+      throw new VdiskError('EROFS', `${this.path}: its VHDX log is ${this.header.logLength} bytes, too small to record metadata updates; vdiskfs can read this file but not write it`);
+    }
     const h: VhdxHeader = { ...this.header, fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid(), logGuid: randomGuid() };
     await this.writeHeaders(h);
     this.session = true;
