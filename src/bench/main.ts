@@ -62,12 +62,8 @@ interface ResultRow extends RatedRow {
   wallSeconds?: number;
 }
 
-function say(line: string): void {
-  process.stderr.write(line + '\n');
-}
-
-async function main(): Promise<number> {
-  const { values } = parseArgs({
+function parseOptions() {
+  return parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
       targets: { type: 'string' },
@@ -81,9 +77,28 @@ async function main(): Promise<number> {
     },
     allowPositionals: false,
   });
+}
+
+function say(line: string): void {
+  process.stderr.write(line + '\n');
+}
+
+const USAGE = [
+  'usage: node dist/bench/main.js [--quick] [--targets id,id] [--workloads id,id] [--list] [--size BYTES] [--runtime S] [--ramp S]',
+  '       node dist/bench/main.js --report bench/results/latest/results.json   (markdown summary of a run)',
+].join('\n');
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseOptions();
+  } catch (err) {
+    say(`vdiskfs bench: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const { values } = parsed;
   if (values.help) {
-    say('usage: node dist/bench/main.js [--quick] [--targets id,id] [--workloads id,id] [--list] [--size BYTES] [--runtime S] [--ramp S]');
-    say('       node dist/bench/main.js --report bench/results/latest/results.json   (markdown summary of a run)');
+    say(USAGE);
     return 0;
   }
   if (values.report) {
@@ -106,6 +121,10 @@ async function main(): Promise<number> {
   };
   if (!Number.isSafeInteger(settings.size) || settings.size <= 0 || settings.size % MiB !== 0) {
     say('vdiskfs bench: --size must be a positive number of bytes, a multiple of 1 MiB');
+    return 2;
+  }
+  if (!(settings.runtimeSeconds > 0) || !(settings.rampSeconds >= 0)) {
+    say('vdiskfs bench: --runtime must be a positive number of seconds and --ramp zero or more');
     return 2;
   }
   if (values.workloads) {
