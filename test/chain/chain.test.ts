@@ -494,3 +494,33 @@ describe('background flush and idle snapshots', () => {
     await dev.close();
   });
 });
+
+describe('create chain --child', () => {
+  it('puts the child where asked (a relative locator up and across), refuses another format or an existing file', async () => {
+    const { main } = await import('../../src/cli/main.js');
+    const { mkdir } = await import('node:fs/promises');
+    const base = join(dir, 'childopt-base.vhd');
+    await createLayerFile(base, { format: 'vhd', size: 2 * MiB });
+    await mkdir(join(dir, 'elsewhere'), { recursive: true });
+    const child = join(dir, 'elsewhere', 'mine.vhd');
+    const out: string[] = [];
+    const write = process.stdout.write;
+    const errWrite = process.stderr.write;
+    process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => (out.push(s), true)) as typeof process.stderr.write;
+    try {
+      expect(await main(['create', 'chain', join(dir, 'childopt.vdisk'), '--parent', base, '--child', child])).toBe(0);
+      expect(await main(['create', 'chain', join(dir, 'childopt2.vdisk'), '--parent', base, '--child', join(dir, 'x.vhdx')])).toBe(1);
+      expect(await main(['create', 'chain', join(dir, 'childopt3.vdisk'), '--parent', base, '--child', child])).toBe(1);
+    } finally {
+      process.stdout.write = write;
+      process.stderr.write = errWrite;
+    }
+    expect(out.join('')).toMatch(/the child must be one too/);
+    expect(out.join('')).toMatch(/already exists/);
+    const layers = await openChainFrom(child, false, openLayer);
+    expect(layers.map((l) => l.path)).toEqual([child, base]);
+    for (const l of layers) await l.close();
+    await expect(stat(join(dir, 'childopt2.vdisk'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
