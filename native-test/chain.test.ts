@@ -122,10 +122,11 @@ describe('chains over qemu-img parents, read back by libvhdi', () => {
       const d = join(src, 'c.vdisk');
       expect((await vdiskfs(['create', 'chain', d, '--parent', base])).code).toBe(0);
       let mnt = await mountVdiskfs(src, ['--views', 'raw', '--snapshot-interval', '1']);
+      // Ticks every second; each wait leaves room for a tick even on a loaded machine.
       await writeThrough(join(mnt.mountpoint, 'c.raw'), 3);
-      await new Promise((r) => setTimeout(r, 1600));
+      await new Promise((r) => setTimeout(r, 2500));
       await writeThrough(join(mnt.mountpoint, 'c.raw'), 4);
-      await new Promise((r) => setTimeout(r, 1600));
+      await new Promise((r) => setTimeout(r, 2500));
       const busy = (await layersOf(d)).length;
       expect(busy, 'a periodic snapshot after each burst of writes').toBeGreaterThanOrEqual(4);
       await new Promise((r) => setTimeout(r, 2500));
