@@ -214,7 +214,8 @@ async function main(): Promise<number> {
   process.on('SIGHUP', onSignal);
 
   const jobsPerTarget = settings.workloads.length * 2;
-  const estimate = selected.length * (jobsPerTarget * (settings.runtimeSeconds + settings.rampSeconds + 0.4) + 6);
+  // Per job: runtime, ramp and fio's start-up; per target: start, a prefill at ~250 MB/s, a probe.
+  const estimate = selected.length * (jobsPerTarget * (settings.runtimeSeconds + settings.rampSeconds + 0.4) + settings.size / 250e6 + 3);
   say(
     `vdiskfs bench${quick ? ' (QUICK)' : ''}: ${selected.length} targets × ${jobsPerTarget} jobs, ${settings.size / MiB} MiB disks, ` +
       `${settings.runtimeSeconds} s per job after a ${settings.rampSeconds} s ramp; about ${Math.ceil(estimate / 60)} min`,
