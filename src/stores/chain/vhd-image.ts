@@ -11,17 +11,14 @@
  * clear), so a crash at any byte leaves each sector either old or new. While a block was appended
  * but the trailing footer not yet rewritten, the copy of the footer at offset 0 is used.
  */
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import {
-  VHD_BAT_UNUSED, VHD_DEFAULT_BLOCK_SIZE, VHD_DYNAMIC_HEADER_SIZE, VHD_FEATURES_RESERVED, VHD_FOOTER_SIZE,
-  VHD_HOST_OS_WINDOWS, VHD_PARENT_LOCATOR_COUNT, VHD_VERSION, VhdDiskType, VhdPlatformCode, checkVhdFooter,
-  chsGeometry, decodeLocatorPath, decodeVhdBat, decodeVhdDynamicHeader, decodeVhdFooter, encodeLocatorPath,
-  encodeVhdBat, encodeVhdDynamicHeader, encodeVhdFooter, validateVhdSize, vhdBatSize, vhdBitmapGet,
-  vhdBitmapSetRange, vhdBlockBitmapSize, vhdTimestamp, type VhdDynamicHeader, type VhdFooter,
-  type VhdParentLocatorEntry,
+  VHD_BAT_UNUSED, VHD_DEFAULT_BLOCK_SIZE, VHD_DYNAMIC_HEADER_SIZE, VHD_FOOTER_SIZE, VhdDiskType, VhdPlatformCode,
+  checkVhdFooter, decodeLocatorPath, decodeVhdBat, decodeVhdDynamicHeader, decodeVhdFooter, encodeVhdBat,
+  encodeVhdFooter, validateVhdSize, vhdBatSize, vhdBitmapGet, vhdBitmapSetRange, vhdBlockBitmapSize,
+  type VhdDynamicHeader, type VhdFooter,
 } from '../../formats/vhd.js';
-import { randomGuid } from '../../formats/guid.js';
 import { LayerFile, SECTOR, forEachRun, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
 import { windowsPathCandidates } from './parent-resolver.js';
 
