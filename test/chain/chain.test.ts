@@ -524,3 +524,30 @@ describe('create chain --child', () => {
     await expect(stat(join(dir, 'childopt2.vdisk'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
+
+describe('vdiskfs check on a chain', () => {
+  it('passes on a good chain, fails (exit 1) on a truncated layer, naming it', async () => {
+    const { main } = await import('../../src/cli/main.js');
+    const base = await makeBase('vhdx', 3 * MiB, new Random(91));
+    const d = join(dir, 'check.vdisk');
+    const r = await createChainStore({ descriptorPath: d, parentPath: base });
+    const dev = await openStore(d);
+    await dev.write(new Random(92).bytes(300_000), 1000);
+    await dev.close();
+    const out: string[] = [];
+    const w = process.stdout.write;
+    const e = process.stderr.write;
+    process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => (out.push(s), true)) as typeof process.stderr.write;
+    try {
+      expect(await main(['check', d])).toBe(0);
+      await truncate(r.childPath, (await stat(r.childPath)).size - MiB);
+      expect(await main(['check', d])).toBe(1);
+    } finally {
+      process.stdout.write = w;
+      process.stderr.write = e;
+    }
+    expect(out.join('')).toContain(r.childPath);
+    expect(out.join('')).toMatch(/truncated/);
+  });
+});
