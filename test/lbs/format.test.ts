@@ -20,7 +20,8 @@ import {
   mapEntrySize,
   readPrefix,
 } from '../../src/stores/lbs/format.js';
-import { fletcher32, sha256_32, checksumByName } from '../../src/stores/lbs/checksums.js';
+import { fletcher32, fletcher32Run, sha256_32, checksumByName } from '../../src/stores/lbs/checksums.js';
+import { makeSimdFletcherRun } from '../../src/stores/lbs/fletcher-simd.js';
 import { BlockMap } from '../../src/stores/lbs/block-map.js';
 import { lbsGeometry } from '../../src/stores/lbs/create.js';
 import { formatMemStore, openMem } from './mem-files.js';
@@ -76,6 +77,28 @@ describe('lbs format', () => {
     aligned.set(block.subarray(1));
     for (const f of [fletcher32, sha256_32]) expect(f(block.subarray(1))).toBe(f(aligned));
     expect(checksumByName('SHA256').name).toBe('sha256');
+  });
+
+  it('the WebAssembly SIMD Fletcher-32 equals the JS one, bit for bit, for every block size', () => {
+    const simd = makeSimdFletcherRun();
+    expect(simd).toBeDefined(); // Node 20 has WebAssembly SIMD; the JS loop is only a fallback
+    expect(checksumByName('fletcher32').run).not.toBe(fletcher32Run); // the store uses the SIMD one
+    const rnd = new Random(8);
+    for (const bs of [512, 1024, 2048, 4096, 16384, 65536, 1 << 20]) {
+      const count = Math.max(1, Math.min(33, (3 << 20) / bs));
+      for (const kind of ['random', 'ones', 'zeros', 'sparse']) {
+        const buf = new Uint8Array(bs * count + 1).subarray(1); // unaligned on purpose
+        if (kind === 'random') buf.set(rnd.bytes(buf.length));
+        else if (kind === 'ones') buf.fill(0xff);
+        else if (kind === 'sparse') for (let i = 0; i < buf.length; i += 997) buf[i] = rnd.int(256);
+        const a = new Uint32Array(count);
+        const b = new Uint32Array(count);
+        simd!(buf, bs, count, a);
+        fletcher32Run(buf, bs, count, b);
+        expect(a).toEqual(b);
+        expect(a[0]).toBe(fletcher32(buf.subarray(0, bs)));
+      }
+    }
   });
 
   it('default geometry: 8 GiB → 25 % more clusters, and at most 21 bytes of RAM per logical block', () => {

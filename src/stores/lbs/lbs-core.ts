@@ -77,6 +77,7 @@ export class LbsDevice implements BlockDevice {
   private readonly zeroBlock: Buffer;
   /** Checksums computed by a read (synchronously, so one array serves every read). */
   private readonly runScratch = new Uint32Array(1024);
+  private readonly oneScratch = new Uint32Array(1);
 
   // The active cluster and its write buffer.
   private active = -1;
@@ -368,7 +369,7 @@ export class LbsDevice implements BlockDevice {
         else nonZero++;
       }
       await this.ensureSpace(nonZero);
-      const fn = this.checksum.fn;
+      const one = this.oneScratch;
       for (let i = 0; i < n; i++) {
         const lbn = firstLbn + i;
         const ts = ++this.clock;
@@ -384,8 +385,8 @@ export class LbsDevice implements BlockDevice {
         const at = slot * bs;
         this.buffer.set(blocks[i]!, at);
         const pbn = this.active * bpc + slot;
-        // Checksummed in the buffer, where the block is aligned (src may not be).
-        const cks = fn(this.buffer.subarray(at, at + bs));
+        this.checksum.run(this.buffer.subarray(at, at + bs), bs, 1, one);
+        const cks = one[0]!;
         this.map.set(lbn, pbn, cks, ts);
         this.logWriter!.add(lbn, pbn, cks, ts, 0);
         this.st.dataBlocksWritten++;
@@ -508,14 +509,15 @@ export class LbsDevice implements BlockDevice {
     await readFully(this.data, buf, 0, buf.length, this.dataOffset + c * this.header.clusterSize, 'LBS data file');
     this.st.dataBytesRead += buf.length;
     const base = c * bpc;
-    const fn = this.checksum.fn;
+    const sums = new Uint32Array(bpc);
+    this.checksum.run(buf, bs, bpc, sums);
     for (let i = 0; i < bpc; i++) {
       const lbn = this.map.owner[base + i]!;
       if (lbn === NO_BLOCK || this.map.pbn[lbn] !== base + i) continue;
       const block = buf.subarray(i * bs, (i + 1) * bs);
       const cks = this.map.checksum[lbn]!;
       // A damaged block is moved as it is, with its checksum: reads of it stay errors.
-      if (fn(block) !== cks) this.log.warn({ lbn, pbn: base + i }, 'cleaner moved a block that fails its checksum');
+      if (sums[i] !== cks) this.log.warn({ lbn, pbn: base + i }, 'cleaner moved a block that fails its checksum');
       const ts = this.map.timestamp[lbn]!;
       if (this.active < 0 || this.fill === bpc) await this.nextCluster();
       const slot = this.fill++;
@@ -585,16 +587,17 @@ export class LbsDevice implements BlockDevice {
     const buf = Buffer.allocUnsafe(this.header.clusterSize);
     const failed: { lbn: number; pbn: number }[] = [];
     let verified = 0;
-    const fn = this.checksum.fn;
+    const sums = new Uint32Array(bpc);
     for (let k = 0; k < used.length; k++) {
       const c = used[k]!;
       const base = c * bpc;
       if (c === this.active) this.buffer.copy(buf, 0, 0, this.header.clusterSize);
       else await readFully(this.data, buf, 0, buf.length, this.dataOffset + c * this.header.clusterSize, 'LBS data file');
+      this.checksum.run(buf, bs, bpc, sums);
       for (let i = 0; i < bpc; i++) {
         const lbn = this.map.owner[base + i]!;
         if (lbn === NO_BLOCK || this.map.pbn[lbn] !== base + i) continue;
-        if (fn(buf.subarray(i * bs, (i + 1) * bs)) === this.map.checksum[lbn]) verified++;
+        if (sums[i] === this.map.checksum[lbn]) verified++;
         else failed.push({ lbn, pbn: base + i });
       }
       progress?.(k + 1, used.length);
