@@ -551,3 +551,27 @@ describe('vdiskfs check on a chain', () => {
     expect(out.join('')).toMatch(/truncated/);
   });
 });
+
+describe('zero writes into a dynamic base', () => {
+  for (const format of ['vhd', 'vhdx'] as LayerFormat[]) {
+    it(`${format}: allocate nothing for zeros over unallocated blocks, but do overwrite data`, async () => {
+      const path = join(dir, `zb-${n++}.${format}`);
+      await createLayerFile(path, { format, size: 8 * MiB, blockSize: MiB });
+      const dev = checked(new ChainDevice(await openChainFrom(path, true, openLayer), false));
+      const before = (await stat(path)).size;
+      await dev.write(new Uint8Array(3 * MiB + 512), 1000);
+      await dev.flush();
+      expect((await stat(path)).size).toBe(before);
+      const data = new Random(95).bytes(5000);
+      await dev.write(data, 2 * MiB);
+      await dev.write(new Uint8Array(5000), 2 * MiB + 100);
+      await dev.close();
+      const again = checked(new ChainDevice(await openChainFrom(path, false, openLayer), true));
+      const got = new Uint8Array(5100);
+      await again.read(got, 2 * MiB);
+      await again.close();
+      expect(Buffer.compare(got.subarray(0, 100), data.subarray(0, 100))).toBe(0);
+      expect(got.subarray(100).every((b) => b === 0)).toBe(true);
+    });
+  }
+});

@@ -224,3 +224,13 @@ export async function readMixedBlock(
   await Promise.all([readFile(tmp, first), absent ? absent(dest, voff) : dest.fill(0)]);
   for (const [a, b] of runs) dest.set(tmp.subarray(a - first, b - first), a - inBlock);
 }
+
+const ZEROS = Buffer.alloc(1 << 20);
+/** True when every byte is zero (memcmp speed, 1 MiB at a time). */
+export function isZeroData(data: Uint8Array): boolean {
+  for (let at = 0; at < data.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, data.length - at);
+    if (Buffer.compare(Buffer.from(data.buffer, data.byteOffset + at, n), ZEROS.subarray(0, n)) !== 0) return false;
+  }
+  return true;
+}

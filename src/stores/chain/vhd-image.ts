@@ -19,7 +19,7 @@ import {
   encodeVhdFooter, validateVhdSize, vhdBatSize, vhdBitmapGet, vhdBitmapSetRange, vhdBlockBitmapSize,
   type VhdDynamicHeader, type VhdFooter,
 } from '../../formats/vhd.js';
-import { LayerFile, SECTOR, forEachRun, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
+import { LayerFile, SECTOR, forEachRun, isZeroData, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
 import { windowsPathCandidates } from './parent-resolver.js';
 
 const bad = (path: string, what: string) => new VdiskError('EINVAL', `${path}: ${what}`);
@@ -200,6 +200,11 @@ export class VhdImage implements Layer {
       const n = Math.min(end, blockStart + this.blockSize) - pos;
       const at = pos - offset;
       let bm: Uint8Array;
+      if (this.bat[block] === VHD_BAT_UNUSED && this.type === 'dynamic' && isZeroData(src.subarray(at, at + n))) {
+        // An unallocated block of a dynamic disk reads as zeros already (a child must write them: they hide the parent).
+        pos += n;
+        continue;
+      }
       if (this.bat[block] === VHD_BAT_UNUSED) {
         // Append after the last block: extend the file (a hole reads as zeros), put a zero bitmap
         // over what may be the old trailing footer, and only then expose the block in memory.

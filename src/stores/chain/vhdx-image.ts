@@ -29,7 +29,7 @@ import {
   encodeBatEntry, sectorBitmapBatIndex, isVhdx, parentLocatorValue, parseParentLinkage, selectCurrentHeader, type BatGeometry, type VhdxHeader,
   type VhdxMetadata, type VhdxMetadataEntry,
 } from '../../formats/vhdx.js';
-import { LayerFile, forEachRun, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
+import { LayerFile, forEachRun, isZeroData, readMixedBlock, type Layer, type LayerInfo, type ParentLink, type ReadBelow } from './layer.js';
 import { buildLogEntry, maxSectorsPerEntry, replayLog, type LogReplay } from './vhdx-log.js';
 import { windowsPathCandidates } from './parent-resolver.js';
 import { logger } from '../../log.js';
@@ -385,7 +385,10 @@ export class VhdxImage implements Layer {
       const inBlock = pos - blockStart;
       const idx = this.entryIndex(block);
       const state = this.state(idx);
-      if (state === PayloadBlockState.FULLY_PRESENT) {
+      if (!this.diff && (state === PayloadBlockState.NOT_PRESENT || state === PayloadBlockState.ZERO) && isZeroData(data)) {
+        // Reads as zeros already. (Not in a child: there zeros hide the parent, and libvhdi reads a
+        // child's ZERO block from the parent, so they are written.)
+      } else if (state === PayloadBlockState.FULLY_PRESENT) {
         await this.file.write(data, this.offsetOf(idx) + inBlock);
       } else if (state === PayloadBlockState.PARTIALLY_PRESENT) {
         await this.file.write(data, this.offsetOf(idx) + inBlock);
