@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, writeFile, open, stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { attachLoop, mountFs, mountVdiskfs, onCleanup, requireTools, run, scratch, sh, vdiskfs } from './support/native.js';
+import { ROOT, attachLoop, mountFs, mountVdiskfs, onCleanup, requireTools, run, scratch, sh, vdiskfs } from './support/native.js';
 
 const MiB = 1 << 20;
 let dir: string;
@@ -185,6 +185,25 @@ describe('lbs bad input on real filesystems', () => {
     expect(await readdir(small)).toEqual([]);
     expect(await readdir(source)).toEqual([]);
     expect((await readdir(metaFs)).filter((n) => n.startsWith('x.'))).toEqual([]);
+  });
+
+  it('Ctrl-C while the data file is being allocated removes what was made', async () => {
+    const source = join(dir, 'intr');
+    await mkdir(source);
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), 'create', 'lbs', join(source, 'i.vdisk'), '--size', '16G', '--data', join(source, 'i.lbsdata'), '--meta', metaFs], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += String(d)));
+    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+    onCleanup(async () => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    // Wait until the allocation is under way, then interrupt it.
+    for (let i = 0; i < 200 && !(await stat(join(source, 'i.lbsdata')).then((st) => st.size > 0, () => false)); i++) await new Promise((r) => setTimeout(r, 25));
+    child.kill('SIGINT');
+    expect(await exited).toBe(1);
+    expect(stderr).toMatch(/interrupted while allocating .*i\.lbsdata; nothing was created/);
+    expect(await readdir(source)).toEqual([]);
+    expect((await readdir(metaFs)).filter((n) => n.startsWith('i.'))).toEqual([]);
   });
 
   it('a meta directory on the same filesystem as the data file is refused without --allow-same-filesystem', async () => {

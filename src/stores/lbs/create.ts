@@ -142,6 +142,13 @@ export async function createLbsStore(o: CreateLbsOptions): Promise<CreatedLbs> {
   let dataHandle: FileHandle | undefined;
   let logHandle: FileHandle | undefined;
   let created: string[] = [];
+  // Ctrl-C while a large data file is being written: stop, and remove what was made.
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     dataHandle = await open(dataPath, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
     created.push(dataPath);
@@ -152,6 +159,7 @@ export async function createLbsStore(o: CreateLbsOptions): Promise<CreatedLbs> {
     const fill = async (progress?: (done: number, total: number) => void) => {
       const zeros = Buffer.alloc(Math.min(FILL_CHUNK, dataSize));
       for (let at = g.dataOffset; at < dataSize; ) {
+        if (interrupted) throw new VdiskError('EINTR', `interrupted while allocating ${dataPath}; nothing was created`);
         const n = Math.min(zeros.length, dataSize - at);
         for (let done = 0; done < n; ) done += (await dh.write(zeros, done, n - done, at + done)).bytesWritten;
         at += n;
@@ -192,6 +200,9 @@ export async function createLbsStore(o: CreateLbsOptions): Promise<CreatedLbs> {
       throw new VdiskError('ENOSPC', `not enough space for the LBS store: the data file needs ${formatSize(dataSize)} at ${dataPath} (nothing was created)`, { cause: err });
     }
     throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   return { descriptorPath, dataPath, logPath, id, geometry: g };
 }
