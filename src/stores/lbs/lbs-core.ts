@@ -104,6 +104,8 @@ export class LbsDevice implements BlockDevice {
     dataBytesWritten: 0,
     dataBytesRead: 0,
     dataWriteCalls: 0,
+    dataSequentialBytes: 0,
+    lastDataWriteEnd: -1,
     dataWriteRuns: new Array<number>(17).fill(0),
     barriers: 0,
     autoBarriers: 0,
@@ -428,6 +430,8 @@ export class LbsDevice implements BlockDevice {
     }
     this.written = this.fill;
     this.dataDirty = true;
+    if (position === this.st.lastDataWriteEnd) this.st.dataSequentialBytes += count * bs;
+    this.st.lastDataWriteEnd = position + count * bs;
     this.st.dataBytesWritten += count * bs;
     this.st.dataWriteCalls++;
     this.st.dataWriteRuns[Math.min(16, Math.floor(Math.log2(count)))]!++;
@@ -635,6 +639,8 @@ export class LbsDevice implements BlockDevice {
         bytesWritten: s.dataBytesWritten,
         bytesRead: s.dataBytesRead,
         writeCalls: s.dataWriteCalls,
+        // Bytes of writes that began where the previous data-file write ended.
+        sequentialBytes: s.dataSequentialBytes,
         averageWriteBlocks: s.dataWriteCalls ? +(s.dataBytesWritten / this.blockSize / s.dataWriteCalls).toFixed(1) : 0,
         writeRunBlocks: runs,
       },
