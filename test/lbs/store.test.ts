@@ -331,3 +331,36 @@ describe('lbs recovery log line', () => {
     }
   });
 });
+
+describe('lbs stats', () => {
+  it('count requests, data-file runs, log bytes, verification, and RAM per block', async () => {
+    const s = await formatMemStore({ size: 4 << 20, blockSize: 4096, clusterSize: 64 * 1024 });
+    const dev = checked(await openMem(s));
+    const rnd = new Random(9);
+    // 64 random 4 KiB writes: four clusters, each written to the data file as one run.
+    for (let i = 0; i < 64; i++) await dev.write(rnd.bytes(4096), 4096 * rnd.int(1024));
+    await dev.write(new Uint8Array(8192), 0); // zero blocks cost no data-file space
+    await dev.flush();
+    await dev.read(new Uint8Array(1 << 20), 0);
+    const st = dev.stats!() as any;
+    expect(st.requests).toMatchObject({ writes: 65, writeBytes: 64 * 4096 + 8192, flushes: 1 });
+    expect(st.dataFile.bytesWritten).toBe(64 * 4096);
+    expect(st.dataFile.writeCalls).toBe(4);
+    expect(st.dataFile.averageWriteBlocks).toBe(16);
+    expect(st.dataFile.writeRunBlocks).toEqual({ '16': 4 });
+    expect(st.dataFile.sequentialBytes).toBe(3 * 16 * 4096); // clusters taken in order, each after the last
+    expect(st.log.barriers).toBe(1);
+    expect(st.log.bytesWritten).toBe(s.log.length - 512);
+    expect(st.blocks.zeroWritten).toBe(2);
+    // Every mapped block of the first MiB not still in the write buffer was read and verified.
+    const map = (dev.inner as LbsDevice).map;
+    const inRange = [...Array(256).keys()].filter((l) => map.pbn[l] !== 0xffffffff).length;
+    expect(st.blocks.verified).toBeGreaterThan(0);
+    expect(st.blocks.verified).toBeLessThanOrEqual(inRange);
+    expect(st.blocks.failed).toBe(0);
+    expect(st.clusters).toMatchObject({ total: 80, free: 76, used: 3, active: 1, pending: 0 }); // the 4th is full but still active
+    expect(st.ramBytesPerLogicalBlock).toBeGreaterThan(16);
+    expect(st.ramBytesPerLogicalBlock).toBeLessThan(22);
+    await dev.close();
+  });
+});
