@@ -301,8 +301,13 @@ describe('lbs CLI', () => {
     expect(j.dataFilesystem).toMatch(/^\/.* \(.* on .*\)$/);
     expect(j.logFilesystem).toBe(j.dataFilesystem);
     expect(j.clusters.total).toBeGreaterThanOrEqual(18);
+    expect(j.lastSession).toBe('none recorded');
+    const dev = checked(await openStore(await loadDescriptor(desc)));
+    await dev.write(new Uint8Array(8192).fill(3), 0);
+    await dev.close();
     const text = await cli(['info', desc]);
     expect(text.out).toMatch(/logFilesystem/);
+    expect(text.out).toMatch(/lastSession +closed .*: 1 writes \(0\.0 MiB\), 0 reads, 0 flushes; data file 0\.0 MiB in 1 writes \(2 blocks each\); log 0\.0 MiB, 1 barriers; 0 blocks verified, 0 failed/);
   });
 });
 

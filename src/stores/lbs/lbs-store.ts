@@ -8,7 +8,7 @@
  *
  * The authoritative geometry is in the files' headers; the descriptor repeats it for `info`.
  */
-import { open, readFile, rm, stat } from 'node:fs/promises';
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { storeInteger, storePath, type LoadedDescriptor } from '../descriptor.js';
@@ -85,6 +85,24 @@ async function acquireLock(logPath: string, name: string): Promise<() => Promise
   throw new VdiskError('EBUSY', `cannot take the lock ${path}`);
 }
 
+const sessionStatsPath = (logPath: string) => `${logPath}.stats.json`;
+
+/** One line about the last writing session, from the counters it left at close. */
+async function lastSession(logPath: string): Promise<string | undefined> {
+  try {
+    const { closedAt, stats: s } = JSON.parse(await readFile(sessionStatsPath(logPath), 'utf8'));
+    const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    return (
+      `closed ${closedAt}: ${s.requests.writes} writes (${mb(s.requests.writeBytes)}), ${s.requests.reads} reads, ${s.requests.flushes} flushes; ` +
+      `data file ${mb(s.dataFile.bytesWritten)} in ${s.dataFile.writeCalls} writes (${s.dataFile.averageWriteBlocks} blocks each); ` +
+      `log ${mb(s.log.bytesWritten)}, ${s.log.barriers} barriers; ${s.blocks.verified} blocks verified, ${s.blocks.failed} failed; ` +
+      `cleaner moved ${s.cleaner.blocksMoved} blocks from ${s.cleaner.clustersCleaned} clusters; write amplification ${s.writeAmplification}`
+    );
+  } catch {
+    return undefined;
+  }
+}
+
 /** Opens the store's files after the protected-mount checks. */
 export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: boolean } = {}): Promise<LbsDevice> {
   const { dataPath, metaDir, logPath } = paths(loaded);
@@ -98,15 +116,26 @@ export async function openLbs(loaded: LoadedDescriptor, options: { readOnly?: bo
   try {
     data = await NodeFile.open(dataPath, { readOnly: options.readOnly, what: 'LBS data file' });
     log = await NodeFile.open(logPath, { readOnly: options.readOnly, what: 'metadata log' });
-    return await LbsDevice.open(data, log, {
+    let device: LbsDevice | undefined;
+    // A writer leaves its session's counters beside the log at close, for `info`.
+    const onClose = async () => {
+      try {
+        if (device) await writeFile(sessionStatsPath(logPath), JSON.stringify({ closedAt: new Date().toISOString(), stats: device.stats() }) + '\n', { mode: 0o600 });
+      } catch {
+        /* the counters are informational */
+      }
+      await release?.();
+    };
+    device = await LbsDevice.open(data, log, {
       readOnly: options.readOnly,
       dataPath,
       logPath,
       expectedId: loaded.descriptor.id,
       expectedSize: size,
       name: loaded.name,
-      onClose: release,
+      onClose: options.readOnly ? undefined : onClose,
     });
+    return device;
   } catch (err) {
     await data?.close().catch(() => {});
     await log?.close().catch(() => {});
@@ -155,6 +184,7 @@ export const lbsStore: StoreKind = {
           logEntries: st.recovery.entriesReplayed,
           uncommittedTail: st.recovery.rolledBackBytes ? `${st.recovery.rolledBackEntries} entries (${st.recovery.rolledBackBytes} bytes) after the last barrier; rolled back at the next mount` : 'none',
           ramPerLogicalBlock: `${st.ramBytesPerLogicalBlock} B`,
+          lastSession: (await lastSession(logPath)) ?? 'none recorded',
         });
       } finally {
         await dev.close();
