@@ -128,3 +128,27 @@ describe('lbs format', () => {
     expect(third.replay.rolledBackEntries).toBeGreaterThan(0);
   });
 });
+
+describe('lbs log: verified groups that this version cannot apply are errors, not rollbacks', () => {
+  async function withGroup(entry: Buffer) {
+    const s = await formatMemStore({ size: 64 * 1024, blockSize: 4096, clusterSize: 16384 });
+    const barrier = encodeBarrier(entry, 1, 5, 1);
+    await s.log.write(Buffer.concat([entry, barrier]), 0, entry.length + barrier.length, s.log.length);
+    return s;
+  }
+
+  it('an unknown entry type', async () => {
+    const e = Buffer.alloc(16);
+    e.writeUInt8(7, 0);
+    e.writeUInt32LE(16, 4);
+    await expect(openMem(await withGroup(e))).rejects.toThrow(/entry type 7 at offset 512 is not known to this vdiskfs \(written by a newer version\?\)/);
+  });
+
+  it('unknown map flags, and a map entry outside the store', async () => {
+    const e = Buffer.alloc(mapEntrySize(1, false));
+    encodeMapEntry(e, 0, { flags: 0, lbnStart: 99999, pbnStart: 0, count: 1 }, Uint32Array.of(1), Float64Array.of(1), 0);
+    await expect(openMem(await withGroup(e))).rejects.toThrow(/the entry at offset 512 maps blocks outside the store/);
+    e.writeUInt8(0x80, 1);
+    await expect(openMem(await withGroup(e))).rejects.toThrow(/map entry at offset 512 is malformed although its barrier verifies/);
+  });
+});
