@@ -57,5 +57,8 @@ export const createLbsCommand = defineCommand<Args>({
     print(`created lbs store ${created.descriptorPath} (${formatSize(size)})`);
     print(`  data file ${created.dataPath} (${formatSize(g.dataOffset + g.clusterCount * g.clusterSize)}, ${g.clusterCount} clusters of ${formatSize(g.clusterSize)}, blocks of ${formatSize(g.blockSize)})`);
     print(`  metadata log ${created.logPath}`);
+    // The map is ~16 B per logical block plus 4 B per physical block (docs/lbs-format.md, RAM).
+    const ram = Math.ceil(size / g.blockSize) * 16 + g.clusterCount * (g.clusterSize / g.blockSize) * 4;
+    print(`  RAM while open: about ${formatSize(ram)} (a larger --block-size needs less)`);
   },
 });
