@@ -474,9 +474,12 @@ function formatPatterns(rows: readonly ResultRow[], records: readonly TargetReco
   if (withPattern.length === 0) return '';
   const lines = [
     'LBS write pattern: client, data-file and log bytes from the store\'s stats (WA = (data + log) ÷ client);',
-    'seq (bytes continuing the previous data-file write) and mean run from the traced data-file pwrites (perf):', `${'target'.padEnd(26)} ${'job'.padEnd(30)} ${'client MB'.padStart(9)} ${'data MB'.padStart(9)} ${'log MB'.padStart(8)} ${'seq'.padStart(7)} ${'mean run KiB'.padStart(12)} ${'WA'.padStart(6)}`];
+    'seq (bytes continuing the previous data-file write) and mean run from the traced data-file pwrites (perf);',
+    '"store seq": the same fraction by the store\'s own counter, as a cross-check:',
+    `${'target'.padEnd(26)} ${'job'.padEnd(30)} ${'client MB'.padStart(9)} ${'data MB'.padStart(9)} ${'log MB'.padStart(8)} ${'seq'.padStart(7)} ${'store seq'.padStart(9)} ${'mean run KiB'.padStart(12)} ${'WA'.padStart(6)}`,
+  ];
   const line = (target: string, job: string, p: WritePattern) =>
-    `${target.padEnd(26)} ${job.padEnd(30)} ${mb(p.clientBytes).padStart(9)} ${mb(p.dataBytes).padStart(9)} ${mb(p.logBytes).padStart(8)} ${pct(p.sequentialFraction).padStart(7)} ${(p.meanRunBytes === undefined ? '—' : (p.meanRunBytes / 1024).toFixed(0)).padStart(12)} ${(p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)).padStart(6)}`;
+    `${target.padEnd(26)} ${job.padEnd(30)} ${mb(p.clientBytes).padStart(9)} ${mb(p.dataBytes).padStart(9)} ${mb(p.logBytes).padStart(8)} ${pct(p.sequentialFraction).padStart(7)} ${pct(p.storeSequentialFraction).padStart(9)} ${(p.meanRunBytes === undefined ? '—' : (p.meanRunBytes / 1024).toFixed(0)).padStart(12)} ${(p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)).padStart(6)}`;
   for (const r of withPattern) lines.push(line(r.target, `${r.workload} ${r.direct ? 'direct' : 'buffered'}`, r.pattern!));
   for (const rec of records.filter((x) => lbs.includes(x.id) && x.writePattern)) lines.push(line(rec.id, 'all write jobs', rec.writePattern!));
   return lines.join('\n') + '\n\n';

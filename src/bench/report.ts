@@ -343,9 +343,9 @@ export function formatReference(doc: ResultsDoc, workloads: readonly Workload[])
   }
   const patterned = doc.targets.flatMap((t) => doc.rows.filter((r) => r.target === t.id && r.pattern));
   if (patterned.length) {
-    out.push('', '| LBS target | write job | client MB | data-file MB | log MB | sequential | mean run KiB | WA |', '|---|---|---:|---:|---:|---:|---:|---:|');
+    out.push('', '| LBS target | write job | client MB | data-file MB | log MB | sequential (trace) | sequential (store) | mean run KiB | WA |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
     const line = (t: string, job: string, p: Record<string, number | undefined>) =>
-      `| ${label.get(t) ?? t} | ${job} | ${p.clientBytes === undefined ? '—' : fmt(p.clientBytes / 1e6, 0)} | ${p.dataBytes === undefined ? '—' : fmt(p.dataBytes / 1e6, 0)} | ${p.logBytes === undefined ? '—' : fmt(p.logBytes / 1e6, 1)} | ${p.sequentialFraction === undefined ? '—' : `${(p.sequentialFraction * 100).toFixed(0)}%`} | ${p.meanRunBytes === undefined ? '—' : fmt(p.meanRunBytes / 1024, 0)} | ${p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)} |`;
+      `| ${label.get(t) ?? t} | ${job} | ${p.clientBytes === undefined ? '—' : fmt(p.clientBytes / 1e6, 0)} | ${p.dataBytes === undefined ? '—' : fmt(p.dataBytes / 1e6, 0)} | ${p.logBytes === undefined ? '—' : fmt(p.logBytes / 1e6, 1)} | ${p.sequentialFraction === undefined ? '—' : `${(p.sequentialFraction * 100).toFixed(0)}%`} | ${p.storeSequentialFraction === undefined ? '—' : `${(p.storeSequentialFraction * 100).toFixed(0)}%`} | ${p.meanRunBytes === undefined ? '—' : fmt(p.meanRunBytes / 1024, 0)} | ${p.writeAmplification === undefined ? '—' : p.writeAmplification.toFixed(2)} |`;
     for (const r of patterned) out.push(line(r.target, `${wl(r.workload)}, ${r.direct ? 'direct' : 'buffered'}`, r.pattern!));
     for (const t of doc.targets.filter((x) => x.writePattern)) out.push(line(t.id, '**all write jobs**', t.writePattern!));
   }

@@ -22,15 +22,15 @@ export interface WriteCounters {
 
 /**
  * Accepted names for each counter, as dotted paths into the store's `stats` object, first match
- * wins. The LBS store reports `requests.writeBytes`, `dataFile.bytesWritten`, `log.bytesWritten`
- * and `dataFile.writeCalls` (each data-file write is one contiguous run of blocks).
+ * wins. The LBS store reports `requests.writeBytes`, `dataFile.bytesWritten`,
+ * `dataFile.sequentialBytes` and `log.bytesWritten` (no run count: the mean run comes from the trace).
  */
 export const COUNTER_NAMES: Record<keyof WriteCounters, readonly string[]> = {
   clientBytes: ['requests.writeBytes', 'clientBytesWritten', 'bytesWritten'],
   dataBytes: ['dataFile.bytesWritten', 'dataBytesWritten'],
   logBytes: ['log.bytesWritten', 'logBytesWritten'],
   sequentialBytes: ['dataFile.sequentialBytes', 'dataFile.sequentialBytesWritten', 'dataSequentialBytes'],
-  runs: ['dataFile.runs', 'dataFile.writeRuns', 'dataWriteRuns', 'dataFile.writeCalls'],
+  runs: ['dataFile.runs', 'dataFile.writeRuns', 'dataWriteRuns'],
 };
 
 /** Flattens nested stats into `a.b.c` keys with numeric values. */
@@ -66,6 +66,8 @@ export interface WritePattern {
   writeAmplification?: number;
   /** Data-file bytes seen by the pwrite trace, when the sequential fraction and mean run come from it. */
   observedBytes?: number;
+  /** The sequential fraction by the store's own counter (a cross-check of the trace). */
+  storeSequentialFraction?: number;
 }
 
 /** Data-file writes observed from outside the store (see pwrite-trace.ts). */
@@ -86,14 +88,15 @@ export function writePattern(before: WriteCounters, after: WriteCounters, fallba
   const dataBytes = d('dataBytes') ?? observed?.bytes;
   const logBytes = d('logBytes');
   const p: WritePattern = { clientBytes, dataBytes, logBytes };
+  const seq = d('sequentialBytes');
+  const runs = d('runs');
+  if (dataBytes !== undefined && seq !== undefined && dataBytes > 0) p.storeSequentialFraction = seq / dataBytes;
   if (observed) {
     p.observedBytes = observed.bytes;
     if (observed.bytes > 0) p.sequentialFraction = observed.sequentialBytes / observed.bytes;
     if (observed.runs > 0) p.meanRunBytes = observed.bytes / observed.runs;
   } else {
-    const seq = d('sequentialBytes');
-    const runs = d('runs');
-    if (dataBytes !== undefined && seq !== undefined && dataBytes > 0) p.sequentialFraction = seq / dataBytes;
+    p.sequentialFraction = p.storeSequentialFraction;
     if (dataBytes !== undefined && runs !== undefined && runs > 0) p.meanRunBytes = dataBytes / runs;
   }
   if (dataBytes !== undefined && clientBytes !== undefined && clientBytes > 0) p.writeAmplification = (dataBytes + (logBytes ?? 0)) / clientBytes;

@@ -168,8 +168,12 @@ describe('reference summary', () => {
 
 describe('LBS write pattern', () => {
   it('reads the LBS store\'s nested counters by their exact paths', () => {
-    const c = extractCounters({ bytesWritten: 1, requests: { writeBytes: 10 }, dataFile: { bytesWritten: 20, writeCalls: 3 }, log: { bytesWritten: 5 } });
-    expect(c).toEqual({ clientBytes: 10, dataBytes: 20, logBytes: 5, runs: 3 });
+    const c = extractCounters({ bytesWritten: 1, requests: { writeBytes: 10 }, dataFile: { bytesWritten: 20, writeCalls: 3, sequentialBytes: 12 }, log: { bytesWritten: 5 } });
+    expect(c).toEqual({ clientBytes: 10, dataBytes: 20, logBytes: 5, sequentialBytes: 12 });
+    // Without a trace, the store's counter gives the fraction; a write count is not a run count.
+    const p = writePattern({}, c);
+    expect(p.sequentialFraction).toBe(0.6);
+    expect(p.meanRunBytes).toBeUndefined();
   });
 
   it('finds counters by name, never a same-named counter deeper down, and computes the figures from deltas', () => {
@@ -221,5 +225,6 @@ describe('data-file write runs from a perf trace', () => {
     expect(p.meanRunBytes).toBe(1.75 * (1 << 20));
     expect(p.observedBytes).toBe(3.5 * (1 << 20));
     expect(p.writeAmplification).toBe(4); // from the store's counters, not the trace
+    expect(p.storeSequentialFraction).toBeUndefined();
   });
 });
