@@ -152,3 +152,28 @@ describe('lbs log: verified groups that this version cannot apply are errors, no
     await expect(openMem(await withGroup(e))).rejects.toThrow(/map entry at offset 512 is malformed although its barrier verifies/);
   });
 });
+
+describe('lbs log damaged in the middle', () => {
+  it('is not cut off by a writable open (refused), and a read-only open rolls back to before the damage', async () => {
+    const s = await formatMemStore({ size: 64 * 1024, blockSize: 4096, clusterSize: 16384 });
+    const dev = await openMem(s);
+    for (let i = 0; i < 4; i++) {
+      await dev.write(new Uint8Array(4096).fill(i + 1), i * 4096);
+      await dev.flush();
+    }
+    await dev.close();
+    const before = s.log.snapshot();
+    s.log.data[512 + 20] ^= 0x01; // inside the first group
+    await expect(openMem(s)).rejects.toThrow(/is damaged at offset 512: barrier 1 does not verify, yet barrier 4 follows, so this is not a torn write/);
+    expect(s.log.length).toBe(before.length); // nothing was cut
+    const ro = await openMem(s, { readOnly: true });
+    expect(ro.replay).toMatchObject({ sequence: 0, laterBarrier: 4 });
+    await ro.close();
+    // Damage in the last group is indistinguishable from a torn append: rolled back, as after a crash.
+    s.log.data[512 + 20] ^= 0x01;
+    s.log.data[s.log.length - 10] ^= 0x01;
+    const again = await openMem(s);
+    expect(again.replay).toMatchObject({ sequence: 3, laterBarrier: 0 });
+    await again.close();
+  });
+});

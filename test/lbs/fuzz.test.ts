@@ -1,8 +1,9 @@
 /**
  * A damaged metadata log (bytes flipped anywhere, or cut anywhere) must never crash the open or
- * produce wrong data: the open either fails with a clear VdiskError or rolls back to the last
- * valid barrier before the damage, and every read then returns the data of that state or an EIO
- * (a block whose cluster was reused later fails its checksum, it is never misread).
+ * produce wrong data: a writable open either rolls back a damaged tail or refuses (clear
+ * VdiskError) a log damaged before later barriers, which still opens read-only as of before the
+ * damage; every read then returns the data of that state or an EIO (a block whose cluster was
+ * reused later fails its checksum: it is never misread).
  */
 import { describe, expect, it } from 'vitest';
 import { VdiskError } from '../../src/errors.js';
@@ -47,7 +48,9 @@ describe('lbs log fuzzing', () => {
       } catch (err) {
         expect(err).toBeInstanceOf(VdiskError);
         refused++;
-        continue;
+        // Damage before later barriers: refused for writing, but readable as of before the damage.
+        if (!/is damaged at offset/.test((err as Error).message)) continue;
+        d = await LbsDevice.open(files.data, files.log, { expectedId: s.id, readOnly: true });
       }
       opened++;
       for (let lbn = 0; lbn < 64; lbn++) {
@@ -66,8 +69,8 @@ describe('lbs log fuzzing', () => {
       }
       await d.close();
     }
-    expect(opened).toBeGreaterThan(100);
-    expect(opened + refused).toBe(300);
+    expect(opened).toBeGreaterThan(250);
+    expect(refused).toBeGreaterThan(50); // mid-log damage is refused for writing
     expect(eio).toBeGreaterThan(0); // rollbacks past reused clusters were exercised
   });
 });

@@ -199,6 +199,13 @@ export class LbsDevice implements BlockDevice {
         for (let i = 0; i < e.count; i++) map.set(e.lbnStart + i, e.pbnStart + i, cks[i]!, ts[i]!);
       }
     });
+    if (replay.laterBarrier > 0 && !options.readOnly) {
+      throw new VdiskError(
+        'EIO',
+        `${logWhere} is damaged at offset ${replay.end}: barrier ${replay.sequence + 1} does not verify, yet barrier ${replay.laterBarrier} follows, so this is not a torn write from a crash. ` +
+          'The store was not opened for writing (that would cut off everything after the damage); copy the log aside, and see what still verifies with vdiskfs check',
+      );
+    }
     map.deriveStates();
     const dev = new LbsDevice(data, logFile, lh, map, replay, options);
     if (replay.rolledBackBytes > 0) {

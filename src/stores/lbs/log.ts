@@ -12,6 +12,7 @@
  */
 import type { LbsFile } from './files.js';
 import {
+  BARRIER_MAGIC,
   BARRIER_SIZE,
   ENTRY_PREFIX,
   EntryType,
@@ -161,6 +162,12 @@ export interface ReplayResult {
   /** Entries (and bytes) after the last valid barrier, rolled back. */
   rolledBackEntries: number;
   rolledBackBytes: number;
+  /**
+   * The highest barrier sequence number found in the rolled-back bytes beyond the next one (0 if
+   * none). A torn append holds at most the next barrier, so a later one means the log was damaged
+   * in the middle, not cut short by a crash.
+   */
+  laterBarrier: number;
 }
 
 const WINDOW = 8 << 20;
@@ -178,7 +185,7 @@ export async function replayLog(file: LbsFile, where: string, apply: (e: MapEntr
   let groupStart = LOG_HEADER_SIZE;
   let groupCount = 0;
   let pos = LOG_HEADER_SIZE;
-  const result: ReplayResult = { end: LOG_HEADER_SIZE, sequence: 0, clock: 0, entries: 0, rolledBackEntries: 0, rolledBackBytes: 0 };
+  const result: ReplayResult = { end: LOG_HEADER_SIZE, sequence: 0, clock: 0, entries: 0, rolledBackEntries: 0, rolledBackBytes: 0, laterBarrier: 0 };
   const scratch = { checksums: new Uint32Array(MAP_MAX_RUN), timestamps: new Float64Array(MAP_MAX_RUN) };
 
   /** Makes [at, at + n) available in the window; false if the file ends first. */
@@ -246,5 +253,28 @@ export async function replayLog(file: LbsFile, where: string, apply: (e: MapEntr
   }
   result.rolledBackEntries = groupCount;
   result.rolledBackBytes = fileSize - result.end;
+  if (result.rolledBackBytes > 0) result.laterBarrier = await findLaterBarrier(file, result.end, fileSize, result.sequence + 2);
   return result;
+}
+
+/** Scans [from, to) for barrier magics carrying a sequence ≥ `atLeast`; returns the highest. */
+async function findLaterBarrier(file: LbsFile, from: number, to: number, atLeast: number): Promise<number> {
+  const magic = Buffer.from(BARRIER_MAGIC, 'latin1');
+  const chunk = Buffer.allocUnsafe(WINDOW + 16);
+  let found = 0;
+  for (let at = from; at < to; at += WINDOW) {
+    // Each chunk overlaps the next by 16 bytes, so a magic and its sequence are never split.
+    const n = Math.min(chunk.length, to - at);
+    let got = 0;
+    while (got < n) {
+      const r = await file.read(chunk, got, n - got, at + got);
+      if (r === 0) break;
+      got += r;
+    }
+    for (let i = chunk.indexOf(magic, 0); i >= 0 && i + 16 <= got; i = chunk.indexOf(magic, i + 1)) {
+      const seq = Number(chunk.readBigUInt64LE(i + 8));
+      if (seq >= atLeast && seq > found) found = seq;
+    }
+  }
+  return found;
 }
