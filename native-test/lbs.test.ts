@@ -91,7 +91,7 @@ describe('lbs store through the mount', () => {
     await createStore(source, 'f', '64M', ['--cluster-size', '256k']);
     const m = await mountVdiskfs(source, ['--views', 'raw']);
     const file = join(m.mountpoint, 'f.raw');
-    const common = ['--filename=' + file, '--direct=1', '--ioengine=psync', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--output-format=json'];
+    const common = ['--filename=' + file, '--direct=1', '--ioengine=psync', '--verify=crc32c', '--verify_state_save=0', '--verify_fatal=1', '--do_verify=1', '--output-format=json'];
     // Random 4k writes over the whole disk twice: the cleaner must run, and everything verifies.
     const r1 = await run('fio', ['--name=rand4k', '--rw=randwrite', '--bs=4k', '--size=64M', '--loops=2', '--fsync=64', ...common], { timeoutMs: 150_000 });
     expect(r1.code, r1.stderr + r1.stdout.slice(-2000)).toBe(0);
