@@ -201,6 +201,14 @@ describe('bad input: one-line error, non-zero exit, nothing mounted', () => {
     expect(r3.stderr).toMatch(/is not a size/);
   });
 
+  it('a second mount of the same stores while the first is live', async () => {
+    const m = await mountVdiskfs(source);
+    const mnt = join(dir, 'm-second');
+    await mkdir(mnt);
+    await expectRefused(['mount', source, mnt], /store disk is open for writing by process \d+/, mnt);
+    await m.unmount();
+  });
+
   it('a symlink in the source directory pointing nowhere is reported by name', async () => {
     const src = join(dir, 'src-link');
     const mnt = join(dir, 'mnt-link');

@@ -79,3 +79,24 @@ describe('sizes and view lists', () => {
     expect(() => parseViewList('', '--views')).toThrow(/empty/);
   });
 });
+
+describe('one writer at a time', () => {
+  it('a second writable open of a flat store is refused with EBUSY; read-only and reopen after close work', async () => {
+    const { descriptorPath } = await createFlatStore({ descriptorPath: join(dir, 'locked.vdisk'), size: 4096 });
+    const loaded = await loadDescriptor(descriptorPath);
+    const first = await openStore(loaded);
+    await expect(openStore(loaded)).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/open for writing by process \d+/) });
+    const ro = await openStore(loaded, { readOnly: true });
+    await ro.close!();
+    await first.close!();
+    const again = await openStore(loaded);
+    await again.close!();
+  });
+  it('a lock left by a dead process is taken over', async () => {
+    const { descriptorPath } = await createFlatStore({ descriptorPath: join(dir, 'stale.vdisk'), size: 4096 });
+    await writeFile(join(dir, '.stale.vdisk.lock'), '999999999\n');
+    const dev = await openStore(await loadDescriptor(descriptorPath));
+    expect(await readFile(join(dir, '.stale.vdisk.lock'), 'utf8')).toBe(`${process.pid}\n`);
+    await dev.close!();
+  });
+});

@@ -6,6 +6,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
+export { processAlive } from '../util/pid-lock.js';
 
 export interface MountState {
   pid: number;
@@ -40,15 +41,6 @@ export async function readMountState(mountpoint: string): Promise<MountState | u
 
 export async function removeMountState(mountpoint: string): Promise<void> {
   await rm(stateFile(mountpoint), { force: true });
-}
-
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export function defaultLogFile(mountpoint: string): string {

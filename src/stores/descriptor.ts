@@ -8,7 +8,7 @@
  *     "store": { "path": "disk.img", "size": 1073741824 } }
  */
 import { readFile, open, link, rm, lstat } from 'node:fs/promises';
-import { basename, dirname, resolve, isAbsolute } from 'node:path';
+import { basename, dirname, join, resolve, isAbsolute } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { VdiskError } from '../errors.js';
 
@@ -139,6 +139,11 @@ export async function assertAbsent(path: string): Promise<void> {
     throw err;
   }
   throw new VdiskError('EEXIST', `${path} already exists; choose another name or remove it first`);
+}
+
+/** The lock file of a store whose kind keeps no better place for one: `.NAME.vdisk.lock` beside it. */
+export function descriptorLockPath(loaded: LoadedDescriptor): string {
+  return join(loaded.dir, `.${loaded.name}${DESCRIPTOR_EXTENSION}.lock`);
 }
 
 /** Resolves a path stored in a descriptor (relative to the descriptor's directory). */

@@ -12,7 +12,8 @@
 import { open, rename, rm, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { VdiskError } from '../../errors.js';
-import { assertAbsent, writeNewDescriptor, type LoadedDescriptor, loadDescriptor } from '../descriptor.js';
+import { acquirePidLock, lockHolder as pidLockHolder } from '../../util/pid-lock.js';
+import { assertAbsent, descriptorLockPath, writeNewDescriptor, type LoadedDescriptor, loadDescriptor } from '../descriptor.js';
 import { createLayerFile, formatOfPath, openLayer } from './images.js';
 import { openChainFrom } from './parent-resolver.js';
 import type { Layer, LayerInfo } from './layer.js';
@@ -75,44 +76,17 @@ async function syncDir(dir: string): Promise<void> {
 // ─── Lock ────────────────────────────────────────────────────────────────────────────────────────
 
 /** The lock file of a store: held while the top is open for writing (a mount, or an operation). */
-export const lockPath = (loaded: LoadedDescriptor): string => join(loaded.dir, `.${loaded.name}.vdisk.lock`);
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export const lockPath = descriptorLockPath;
 
 /** Takes the store's lock (a stale lock of a dead process is taken over); returns its release. */
-export async function acquireLock(loaded: LoadedDescriptor, what: string): Promise<() => Promise<void>> {
-  const path = lockPath(loaded);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(path, 'wx', 0o644);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return async () => {
-        await rm(path, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) {
-        throw new VdiskError('EBUSY', `${loaded.name} is in use by process ${pid} (mounted?); cannot ${what} now. Unmount it first`);
-      }
-      await rm(path, { force: true });
-    }
-  }
-  throw new VdiskError('EBUSY', `cannot take the lock ${path}`);
+export function acquireLock(loaded: LoadedDescriptor, what: string): Promise<() => Promise<void>> {
+  return acquirePidLock(lockPath(loaded), (pid) => `${loaded.name} is in use by process ${pid} (mounted?); cannot ${what} now. Unmount it first`, 0o644);
 }
 
 /** The live process (other than this one) holding the store's lock, if any. */
 async function lockHolder(loaded: LoadedDescriptor): Promise<number | undefined> {
-  const pid = Number.parseInt(await readFile(lockPath(loaded), 'utf8').catch(() => ''), 10);
-  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) ? pid : undefined;
+  const pid = await pidLockHolder(lockPath(loaded));
+  return pid !== process.pid ? pid : undefined;
 }
 
 // ─── Snapshots of a mounted store ────────────────────────────────────────────────────────────────

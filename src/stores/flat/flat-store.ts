@@ -5,7 +5,9 @@
 import { open } from 'node:fs/promises';
 import { basename, resolve, relative, dirname } from 'node:path';
 import { FileDevice } from '../../devices/file-device.js';
-import { assertAbsent, storeInteger, storePath, writeNewDescriptor, type LoadedDescriptor } from '../descriptor.js';
+import { acquirePidLock } from '../../util/pid-lock.js';
+import type { BlockDevice } from '../../devices/block-device.js';
+import { assertAbsent, descriptorLockPath, storeInteger, storePath, writeNewDescriptor, type LoadedDescriptor } from '../descriptor.js';
 import type { StoreKind } from '../store-kind.js';
 import { VdiskError } from '../../errors.js';
 
@@ -15,7 +17,20 @@ export const flatStore: StoreKind = {
   async open(loaded, options) {
     const path = storePath(loaded, loaded.descriptor.store.path, 'path');
     const size = storeInteger(loaded, 'size', { min: 1 });
-    return FileDevice.open(path, { readOnly: options.readOnly, expectedSize: size });
+    if (options.readOnly) return FileDevice.open(path, { readOnly: true, expectedSize: size });
+    // One writer at a time: two mounts writing one image would each cache and clobber the other.
+    const release = await acquirePidLock(
+      descriptorLockPath(loaded),
+      (pid) => `store ${loaded.name} is open for writing by process ${pid} (mounted?); unmount it first, or mount --read-only`,
+    );
+    let device: FileDevice;
+    try {
+      device = await FileDevice.open(path, { expectedSize: size });
+    } catch (err) {
+      await release();
+      throw err;
+    }
+    return withRelease(device, release);
   },
   async describe(loaded: LoadedDescriptor) {
     const path = storePath(loaded, loaded.descriptor.store.path, 'path');
@@ -63,4 +78,23 @@ export async function createFlatStore(options: CreateFlatOptions): Promise<{ des
     throw err;
   }
   return { descriptorPath, imagePath };
+}
+
+/** The device, with `release` run after it closes. */
+function withRelease(device: FileDevice, release: () => Promise<void>): BlockDevice {
+  return {
+    size: device.size,
+    capabilities: device.capabilities,
+    read: (dest, offset) => device.read(dest, offset),
+    write: (src, offset) => device.write(src, offset),
+    flush: () => device.flush(),
+    close: async () => {
+      try {
+        await device.close();
+      } finally {
+        await release();
+      }
+    },
+    stats: () => device.stats(),
+  };
 }

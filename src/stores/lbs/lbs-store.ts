@@ -8,8 +8,9 @@
  *
  * The authoritative geometry is in the files' headers; the descriptor repeats it for `info`.
  */
-import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { acquirePidLock, lockHolder } from '../../util/pid-lock.js';
 import { VdiskError } from '../../errors.js';
 import { storeInteger, storePath, type LoadedDescriptor } from '../descriptor.js';
 import type { CheckReport, StoreKind } from '../store-kind.js';
@@ -51,38 +52,12 @@ async function checkLogFile(logPath: string): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * One writer at a time: a writable open holds `<log>.lock` (its PID) beside the log, on the
- * protected side. Two writers appending to one log would destroy it. A lock left by a dead process
- * (kill -9) is taken over.
+ * protected side. Two writers appending to one log would destroy it.
  */
-async function acquireLock(logPath: string, name: string): Promise<() => Promise<void>> {
-  const path = `${logPath}.lock`;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fh = await open(path, 'wx', 0o600);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return () => rm(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || alive(pid))) {
-        throw new VdiskError('EBUSY', `store ${name} is open for writing by process ${pid} (mounted?); unmount it first, or open it read-only`);
-      }
-      await rm(path, { force: true });
-    }
-  }
-  throw new VdiskError('EBUSY', `cannot take the lock ${path}`);
+function acquireLock(logPath: string, name: string): Promise<() => Promise<void>> {
+  return acquirePidLock(`${logPath}.lock`, (pid) => `store ${name} is open for writing by process ${pid} (mounted?); unmount it first, or open it read-only`);
 }
 
 const sessionStatsPath = (logPath: string) => `${logPath}.stats.json`;
@@ -198,8 +173,8 @@ export const lbsStore: StoreKind = {
   async check(loaded, options): Promise<CheckReport> {
     // A writer moves blocks while the check reads them, which would show up as false failures.
     const { logPath } = paths(loaded);
-    const pid = Number.parseInt(await readFile(`${logPath}.lock`, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) {
+    const pid = await lockHolder(`${logPath}.lock`);
+    if (pid !== undefined) {
       throw new VdiskError('EBUSY', `store ${loaded.name} is open for writing by process ${pid} (mounted?); unmount it, then check`);
     }
     const dev = await openLbs(loaded, { readOnly: true });
