@@ -35,6 +35,12 @@ export interface BlockDevice {
   close?(): Promise<void>;
   /** Counters for `info`, the mount's .vdiskfs/ directory and benchmarks. */
   stats?(): Record<string, unknown>;
+  /**
+   * Stores made of layers (chains): freezes the current contents and continues writing on top,
+   * without changing size or contents. Returns a name for the new top. `ifChanged`: do nothing
+   * (and return the current top) if nothing was written since the last snapshot.
+   */
+  snapshot?(options?: { ifChanged?: boolean }): Promise<string>;
 }
 
 /** A BlockDevice with every method present and every request range-checked. */

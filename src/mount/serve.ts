@@ -12,7 +12,7 @@ import { fusermountUnmount, mountFuse } from '../fuse/fuse-session.js';
 import { removeMountState, writeMountState } from './runtime-state.js';
 import { mountAt } from './mountinfo.js';
 import { logger } from '../log.js';
-import { serveSnapshotRequest } from '../stores/chain/operations.js';
+import { storeKind } from '../stores/registry.js';
 
 export interface ServeOptions {
   source: string;
@@ -91,8 +91,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGHUP', () => void stop('SIGHUP'));
-    // `vdiskfs snapshot NAME.vdisk` on a mounted chain store: it leaves a request and signals us.
-    process.on('SIGUSR1', () => void serveSnapshotRequests(table, log));
+    // A CLI command asking a mounted store to act (`vdiskfs snapshot` on a chain) signals us.
+    process.on('SIGUSR1', () => void serveStoreRequests(table, log));
   });
 }
 
@@ -107,8 +107,8 @@ function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnTy
     running = true;
     void (async () => {
       for (const s of table.stores) {
-        const dev = s.device.inner as { snapshot?: (o?: { ifChanged?: boolean }) => Promise<string> };
-        if (typeof dev.snapshot !== 'function' || !s.device.capabilities.writable) continue;
+        const dev = s.device.inner;
+        if (!dev.snapshot || !s.device.capabilities.writable) continue;
         try {
           // Only when something was written since the last one: an idle disk gains no empty layers.
           const top = await dev.snapshot({ ifChanged: true });
@@ -125,15 +125,15 @@ function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnTy
   return { stop: () => clearInterval(timer) };
 }
 
-async function serveSnapshotRequests(table: MountTable, log: ReturnType<typeof logger>): Promise<void> {
+async function serveStoreRequests(table: MountTable, log: ReturnType<typeof logger>): Promise<void> {
   for (const s of table.stores) {
-    const dev = s.device.inner as { snapshot?: () => Promise<string> };
-    if (typeof dev.snapshot !== 'function') continue;
+    const kind = storeKind(s.descriptor.descriptor.kind);
+    if (!kind.serveRequests) continue;
     try {
-      const top = await serveSnapshotRequest(s.descriptor, () => dev.snapshot!());
-      if (top) log.info({ store: s.name, top }, 'snapshot on request');
+      const done = await kind.serveRequests(s.descriptor, s.device.inner);
+      if (done) log.info({ store: s.name }, done);
     } catch (err) {
-      log.error({ err, store: s.name }, 'requested snapshot failed');
+      log.error({ err, store: s.name }, 'request to a mounted store failed');
     }
   }
 }

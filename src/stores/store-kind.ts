@@ -20,6 +20,12 @@ export interface StoreKind {
   describe(loaded: LoadedDescriptor): Promise<Record<string, unknown>>;
   /** Optional: verifies the store's integrity for `vdiskfs check` (opens it read-only). */
   check?(loaded: LoadedDescriptor, options: CheckOptions): Promise<CheckReport>;
+  /**
+   * Optional: the mount daemon calls this on SIGUSR1 for each of the kind's open stores, so that
+   * CLI commands can ask a mounted store to act (e.g. `vdiskfs snapshot` on a mounted chain).
+   * Returns a line for the log, or undefined if nothing was asked of this store.
+   */
+  serveRequests?(loaded: LoadedDescriptor, device: BlockDevice): Promise<string | undefined>;
 }
 
 export interface CheckOptions {

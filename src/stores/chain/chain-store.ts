@@ -7,7 +7,7 @@
  */
 import type { StoreKind } from '../store-kind.js';
 import { ChainDevice } from './chain-device.js';
-import { acquireLock, childAdder, describeChain, openChainLayers } from './operations.js';
+import { acquireLock, childAdder, describeChain, openChainLayers, serveSnapshotRequest } from './operations.js';
 import { logger } from '../../log.js';
 import type { Layer } from './layer.js';
 
@@ -27,6 +27,11 @@ export const chainStore: StoreKind = {
     }
   },
   describe: (loaded) => describeChain(loaded),
+  async serveRequests(loaded, device) {
+    if (!device.snapshot) return undefined;
+    const top = await serveSnapshotRequest(loaded, () => device.snapshot!());
+    return top ? `snapshot on request: new top ${top}` : undefined;
+  },
   /** Opens the chain read-only (every header, checksum, BAT entry and parent identity is validated) and reads every range each layer holds. */
   async check(loaded, options) {
     const problems: { message: string; [k: string]: unknown }[] = [];
