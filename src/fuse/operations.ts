@@ -133,7 +133,9 @@ export function createOperations(table: MountTable, options: SafeHandlerOptions)
 
     write(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
       // Copy before anything asynchronous: the kernel's buffer is valid only until we reply.
-      const data = Buffer.from(buf.subarray(0, len));
+      // (allocUnsafe + copy: Buffer.from would zero-fill the new memory first.)
+      const data = Buffer.allocUnsafe(len);
+      buf.copy(data, 0, 0, len);
       safe('write', { path, len, pos }, cb, async () => {
         if (trace()) log.trace({ path, len, pos }, 'write');
         const h = handles.get(fd);
