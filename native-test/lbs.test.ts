@@ -5,11 +5,11 @@
  * does not fit its filesystem.
  */
 import { describe, expect, it, beforeAll } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, writeFile, open, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, open, stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, attachLoop, mountFs, mountVdiskfs, onCleanup, requireTools, run, scratch, sh, vdiskfs } from './support/native.js';
+import { ROOT, attachLoop, mountFs, mountVdiskfs, onCleanup, requireTools, run, scratch, sh, vdiskfs, writeRandomFiles, changedFiles } from './support/native.js';
 
 const MiB = 1 << 20;
 let dir: string;
@@ -37,24 +37,19 @@ beforeAll(async () => {
   await tmpfs(metaFs, '64m');
 });
 
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 describe('lbs store through the mount', () => {
   it('ext4 on the raw view keeps its files across a remount; stats are readable while mounted; check passes', async () => {
     const source = join(dir, 'ext4');
     await createStore(source, 'disk', '192M', ['--cluster-size', '256k']);
-    const files = new Map<string, string>();
+    let files = new Map<string, string>();
     {
       const m = await mountVdiskfs(source, ['--views', 'raw']);
       expect(await readdir(m.mountpoint)).toContain('disk.raw');
       const loop = await attachLoop(join(m.mountpoint, 'disk.raw'));
       await sh('mkfs.ext4', ['-q', '-F', loop.device]);
       const fs = await mountFs(loop.device);
-      for (let i = 0; i < 16; i++) {
-        const data = randomBytes(1 + Math.floor(Math.random() * 3 * MiB));
-        await writeFile(join(fs.dir, `f${i}.bin`), data);
-        files.set(`f${i}.bin`, sha(data));
-      }
+      files = await writeRandomFiles(fs.dir, 16, 3 * MiB);
       await sh('sync', []);
       const stats = JSON.parse(await readFile(join(m.mountpoint, '.vdiskfs', 'disk.stats.json'), 'utf8'));
       expect(stats.kind).toBe('lbs');
@@ -74,7 +69,7 @@ describe('lbs store through the mount', () => {
       const loop = await attachLoop(join(m.mountpoint, 'disk.raw'));
       await sh('fsck.ext4', ['-n', '-f', loop.device]);
       const fs = await mountFs(loop.device);
-      for (const [name, digest] of files) expect(sha(await readFile(join(fs.dir, name))), name).toBe(digest);
+      expect(await changedFiles(fs.dir, files)).toEqual([]);
       await fs.unmount();
       await loop.detach();
       await m.unmount();

@@ -276,9 +276,10 @@ describe('views through the mount', () => {
     const m = await mountVdiskfs(other, ['--views', 'raw,vhd']);
     expect((await readdir(m.mountpoint)).filter((f) => !f.startsWith('.')).sort()).toEqual(['x.raw', 'x.vhd']);
     await m.unmount();
-    // big is 2 TiB: asking every store for a VHD cannot work, and nothing gets mounted.
+    // big is 2 TiB: asking every store for a VHD cannot work, and nothing gets mounted. (Read-only:
+    // the stores are mounted writable elsewhere in this file, and a second writer is refused.)
     const failMnt = await mkdtemp(join(tmpdir(), 'vdiskfs-mnt-'));
-    const r = await vdiskfs(['mount', source, failMnt, '--views', 'raw,vhd', '--log-file', join(dir, 'fail.log')]);
+    const r = await vdiskfs(['mount', source, failMnt, '--read-only', '--views', 'raw,vhd', '--log-file', join(dir, 'fail.log')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/store big: cannot show it as a VHD: a VHD can describe at most 2040 GiB/);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(failMnt);

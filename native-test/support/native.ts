@@ -6,7 +6,8 @@
  * touches its own FUSE mount can deadlock).
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtemp, rm, mkdir } from 'node:fs/promises';
+import { mkdtemp, rm, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -154,4 +155,24 @@ export async function mountFs(device: string): Promise<{ dir: string; unmount():
 /** Registers extra cleanup (run in reverse order after the test file, even on failure). */
 export function onCleanup(fn: () => Promise<void>): void {
   cleanups.push(fn);
+}
+
+export const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/** Writes `count` files of random sizes (1 byte to `maxBytes`) into `dir`; returns name → SHA-256. */
+export async function writeRandomFiles(dir: string, count: number, maxBytes: number): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (let i = 0; i < count; i++) {
+    const data = randomBytes(1 + Math.floor(Math.random() * maxBytes));
+    await writeFile(join(dir, `f${i}.bin`), data);
+    files.set(`f${i}.bin`, sha256(data));
+  }
+  return files;
+}
+
+/** The names in `files` whose content in `dir` no longer has the recorded SHA-256 (expect []). */
+export async function changedFiles(dir: string, files: Map<string, string>): Promise<string[]> {
+  const changed: string[] = [];
+  for (const [name, digest] of files) if (sha256(await readFile(join(dir, name))) !== digest) changed.push(name);
+  return changed;
 }

@@ -9,24 +9,18 @@
  * same size); it is kept in NAME.vhd-overlay beside the descriptor.
  */
 import { logger } from '../log.js';
-import { VdiskError } from '../errors.js';
 import { VHD_FOOTER_SIZE, checkVhdFooter, decodeVhdFooter, encodeVhdFooter, fixedVhdFooter, VhdDiskType } from '../formats/vhd.js';
 import { RegionMap, payloadRegion } from './region-map.js';
 import { generatedArea } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath } from './identity.js';
-import type { View, ViewContext, ViewKind } from './view.js';
+import { buildOrExplain, type View, type ViewContext, type ViewKind } from './view.js';
 
 export function vhdFooterFor(context: Pick<ViewContext, 'device' | 'descriptor'>): Uint8Array {
   const { device, descriptor } = context;
-  try {
-    return encodeVhdFooter(fixedVhdFooter({ size: device.size, uniqueId: diskIdentity(descriptor) }));
-  } catch (err) {
-    if (err instanceof VdiskError) {
-      throw new VdiskError(err.code, `store ${descriptor.name}: cannot show it as a VHD: ${err.message} (leave vhd out of its views)`, { cause: err });
-    }
-    throw err;
-  }
+  return buildOrExplain(descriptor, 'vhd', () =>
+    encodeVhdFooter(fixedVhdFooter({ size: device.size, uniqueId: diskIdentity(descriptor) })),
+  );
 }
 
 export const vhdView: ViewKind = {

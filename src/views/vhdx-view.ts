@@ -19,7 +19,7 @@ import { RegionMap, payloadRegion, zeroRegion } from './region-map.js';
 import { generatedArea, type Structure } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath, sizeOption, viewGuid, viewOptions } from './identity.js';
-import type { View, ViewContext, ViewKind } from './view.js';
+import { buildOrExplain, type View, type ViewContext, type ViewKind } from './view.js';
 
 /** The layout a store's VHDX view has (exported for `info` and tests). */
 export function vhdxLayoutFor(context: Pick<ViewContext, 'device' | 'descriptor'>): VhdxLayout {
@@ -28,21 +28,16 @@ export function vhdxLayoutFor(context: Pick<ViewContext, 'device' | 'descriptor'
   if (physical !== undefined && physical !== 512 && physical !== 4096) {
     throw new VdiskError('EINVAL', `descriptor ${descriptor.path}: viewOptions.vhdx.physicalSectorSize must be 512 or 4096`);
   }
-  try {
-    return new VhdxLayout({
+  return buildOrExplain(descriptor, 'vhdx', () =>
+    new VhdxLayout({
       virtualSize: device.size,
       blockSize: sizeOption(descriptor, 'vhdx', 'blockSize'),
       physicalSectorSize: physical as number | undefined,
       diskId: diskIdentity(descriptor),
       dataWriteGuid: viewGuid(descriptor, 'vhdx', 'data-write'),
       fileWriteGuid: viewGuid(descriptor, 'vhdx', 'file-write'),
-    });
-  } catch (err) {
-    if (err instanceof VdiskError) {
-      throw new VdiskError(err.code, `store ${descriptor.name}: cannot show it as a VHDX: ${err.message} (leave vhdx out of its views)`, { cause: err });
-    }
-    throw err;
-  }
+    }),
+  );
 }
 
 export const vhdxView: ViewKind = {

@@ -5,6 +5,7 @@
  * write through one is visible through every other at once.
  */
 import type { CheckedDevice } from '../devices/block-device.js';
+import { VdiskError } from '../errors.js';
 import type { LoadedDescriptor } from '../stores/descriptor.js';
 
 export interface View {
@@ -33,4 +34,19 @@ export interface ViewKind {
   readonly name: string;
   readonly summary: string;
   create(context: ViewContext): Promise<View>;
+}
+
+/**
+ * Runs `build` (the encoding of a view's generated structures) and turns a format's refusal into
+ * a message naming the store and the view to leave out ("store big: cannot show it as a VHD: …").
+ */
+export function buildOrExplain<T>(descriptor: LoadedDescriptor, view: string, build: () => T): T {
+  try {
+    return build();
+  } catch (err) {
+    if (err instanceof VdiskError) {
+      throw new VdiskError(err.code, `store ${descriptor.name}: cannot show it as a ${view.toUpperCase()}: ${err.message} (leave ${view} out of its views)`, { cause: err });
+    }
+    throw err;
+  }
 }

@@ -16,7 +16,7 @@ import { RegionMap } from './region-map.js';
 import { generatedArea } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath } from './identity.js';
-import type { View, ViewContext, ViewKind } from './view.js';
+import { buildOrExplain, type View, type ViewContext, type ViewKind } from './view.js';
 
 export function vmdkDescriptorFor(context: Pick<ViewContext, 'device' | 'descriptor' | 'siblings'>): string {
   const { device, descriptor, siblings } = context;
@@ -26,14 +26,9 @@ export function vmdkDescriptorFor(context: Pick<ViewContext, 'device' | 'descrip
   }
   if (/["\n\r]/.test(raw)) throw new VdiskError('EINVAL', `store ${descriptor.name}: its name cannot appear in a VMDK descriptor`);
   const cid = createHash('sha256').update(`${descriptor.descriptor.id}/vmdk/cid`).digest().readUInt32BE(0);
-  try {
-    return encodeVmdkDescriptor(flatVmdkDescriptor({ size: device.size, file: raw, cid, uuid: diskIdentity(descriptor) }));
-  } catch (err) {
-    if (err instanceof VdiskError) {
-      throw new VdiskError(err.code, `store ${descriptor.name}: cannot show it as a VMDK: ${err.message} (leave vmdk out of its views)`, { cause: err });
-    }
-    throw err;
-  }
+  return buildOrExplain(descriptor, 'vmdk', () =>
+    encodeVmdkDescriptor(flatVmdkDescriptor({ size: device.size, file: raw, cid, uuid: diskIdentity(descriptor) })),
+  );
 }
 
 export const vmdkView: ViewKind = {
