@@ -214,20 +214,34 @@ export function encodeDataHeader(h: DataHeader): Buffer {
 
 const u64 = (b: Buffer, at: number) => Number(b.readBigUInt64LE(at));
 
-/** Decodes the data header; `where` names the file in errors. */
-export function decodeDataHeader(b: Buffer, where: string): DataHeader {
-  const o = DataHeaderOffsets;
-  if (b.length < DATA_HEADER_FIELDS) throw new VdiskError('EINVAL', `${where} is too short to be an LBS data file`);
-  if (b.toString('latin1', o.magic, o.magic + 8) !== DATA_MAGIC) {
-    throw new VdiskError('EINVAL', `${where} is not an LBS data file (bad magic)`);
+/**
+ * The checks both headers start with, in order: long enough, the right magic, an intact checksum,
+ * a version we read. Returns the version.
+ */
+function checkHeaderPrologue(
+  b: Buffer,
+  o: { magic: number; headerChecksum: number; version: number },
+  where: string,
+  what: { size: number; magic: string; file: string; header: string; format: string },
+): number {
+  if (b.length < what.size) throw new VdiskError('EINVAL', `${where} is too short to be ${what.file}`);
+  if (b.toString('latin1', o.magic, o.magic + 8) !== what.magic) {
+    throw new VdiskError('EINVAL', `${where} is not ${what.file} (bad magic)`);
   }
   if (b.readUInt32LE(o.headerChecksum) !== headerChecksum(b, o.headerChecksum)) {
-    throw new VdiskError('EIO', `${where}: the data file header is damaged (checksum mismatch)`);
+    throw new VdiskError('EIO', `${where}: the ${what.header} is damaged (checksum mismatch)`);
   }
   const version = b.readUInt16LE(o.version);
   if (version !== FORMAT_VERSION) {
-    throw new VdiskError('EINVAL', `${where}: LBS data format version ${version} is not supported (this vdiskfs reads version ${FORMAT_VERSION})`);
+    throw new VdiskError('EINVAL', `${where}: LBS ${what.format} format version ${version} is not supported (this vdiskfs reads version ${FORMAT_VERSION})`);
   }
+  return version;
+}
+
+/** Decodes the data header; `where` names the file in errors. */
+export function decodeDataHeader(b: Buffer, where: string): DataHeader {
+  const o = DataHeaderOffsets;
+  const version = checkHeaderPrologue(b, o, where, { size: DATA_HEADER_FIELDS, magic: DATA_MAGIC, file: 'an LBS data file', header: 'data file header', format: 'data' });
   const h: DataHeader = {
     version,
     flags: b.readUInt32LE(o.flags),
@@ -271,17 +285,7 @@ export function encodeLogHeader(h: LogHeader): Buffer {
 
 export function decodeLogHeader(b: Buffer, where: string): LogHeader {
   const o = LogHeaderOffsets;
-  if (b.length < LOG_HEADER_SIZE) throw new VdiskError('EINVAL', `${where} is too short to be an LBS metadata log`);
-  if (b.toString('latin1', o.magic, o.magic + 8) !== LOG_MAGIC) {
-    throw new VdiskError('EINVAL', `${where} is not an LBS metadata log (bad magic)`);
-  }
-  if (b.readUInt32LE(o.headerChecksum) !== headerChecksum(b, o.headerChecksum)) {
-    throw new VdiskError('EIO', `${where}: the metadata log header is damaged (checksum mismatch)`);
-  }
-  const version = b.readUInt16LE(o.version);
-  if (version !== FORMAT_VERSION) {
-    throw new VdiskError('EINVAL', `${where}: LBS log format version ${version} is not supported (this vdiskfs reads version ${FORMAT_VERSION})`);
-  }
+  const version = checkHeaderPrologue(b, o, where, { size: LOG_HEADER_SIZE, magic: LOG_MAGIC, file: 'an LBS metadata log', header: 'metadata log header', format: 'log' });
   const h: LogHeader = {
     version,
     flags: b.readUInt32LE(o.flags),
