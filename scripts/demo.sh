@@ -14,7 +14,7 @@ cat <<EOT
 vdiskfs demo: mounting $mnt. In another shell, try:
 
   ls -l $mnt
-  qemu-img info $mnt/demo.vhdx          # the same disk as a VHDX (when that view is present)
+  qemu-img info $mnt/demo.vhdx          # the same disk, as a VHDX
   LOOP=\$(losetup -f --show $mnt/demo.raw)
   mkfs.ext4 -q \$LOOP && mkdir -p /tmp/demo-fs && mount \$LOOP /tmp/demo-fs
   echo hello > /tmp/demo-fs/hello.txt
