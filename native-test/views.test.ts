@@ -279,11 +279,11 @@ describe('views through the mount', () => {
     // big is 2 TiB: asking every store for a VHD cannot work, and nothing gets mounted. (Read-only:
     // the stores are mounted writable elsewhere in this file, and a second writer is refused.)
     const failMnt = await mkdtemp(join(tmpdir(), 'vdiskfs-mnt-'));
+    onCleanup(() => rm(failMnt, { recursive: true, force: true }));
     const r = await vdiskfs(['mount', source, failMnt, '--read-only', '--views', 'raw,vhd', '--log-file', join(dir, 'fail.log')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/store big: cannot show it as a VHD: a VHD can describe at most 2040 GiB/);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(failMnt);
-    await rm(failMnt, { recursive: true, force: true });
   });
 });
 
