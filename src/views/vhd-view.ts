@@ -10,7 +10,7 @@
  */
 import { logger } from '../log.js';
 import { VHD_FOOTER_SIZE, checkVhdFooter, decodeVhdFooter, encodeVhdFooter, fixedVhdFooter, VhdDiskType } from '../formats/vhd.js';
-import { RegionMap, payloadRegion } from './region-map.js';
+import { RegionMap, payloadRegion, regionMapView } from './region-map.js';
 import { generatedArea } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath } from './identity.js';
@@ -59,17 +59,6 @@ export const vhdView: ViewKind = {
         }],
       }),
     ]);
-    return {
-      name: 'vhd',
-      size: map.size,
-      writable,
-      read: (dest, offset) => map.read(dest, offset),
-      write: (src, offset) => map.write(src, offset),
-      async flush() {
-        await device.flush();
-        await overlay.flush();
-      },
-      close: () => overlay.close(),
-    };
+    return regionMapView('vhd', map, { writable, overlay, device });
   },
 };

@@ -15,7 +15,7 @@ import { logger } from '../log.js';
 import { VdiskError } from '../errors.js';
 import { checkHeader, decodeHeaderFields, FILE_IDENTIFIER_SIGNATURE } from '../formats/vhdx.js';
 import { VhdxLayout } from './vhdx-layout.js';
-import { RegionMap, payloadRegion, zeroRegion } from './region-map.js';
+import { RegionMap, payloadRegion, zeroRegion, regionMapView } from './region-map.js';
 import { generatedArea, type Structure } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath, sizeOption, viewGuid, viewOptions } from './identity.js';
@@ -83,17 +83,6 @@ export const vhdxView: ViewKind = {
     }
     const map = new RegionMap(regions);
     log.debug({ size: map.size, blockSize: layout.blockSize, dataStart: layout.dataStart, overlayPages: overlay.pageCount }, 'vhdx view built');
-    return {
-      name: 'vhdx',
-      size: map.size,
-      writable,
-      read: (dest, offset) => map.read(dest, offset),
-      write: (src, offset) => map.write(src, offset),
-      async flush() {
-        await device.flush();
-        await overlay.flush();
-      },
-      close: () => overlay.close(),
-    };
+    return regionMapView('vhdx', map, { writable, overlay, device });
   },
 };

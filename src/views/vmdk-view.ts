@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { logger } from '../log.js';
 import { VdiskError } from '../errors.js';
 import { encodeVmdkDescriptor, flatVmdkDescriptor, parseVmdkDescriptor, vmdkDescriptorFile } from '../formats/vmdk.js';
-import { RegionMap } from './region-map.js';
+import { RegionMap, regionMapView } from './region-map.js';
 import { generatedArea } from './generated-area.js';
 import { ViewOverlay } from './view-overlay.js';
 import { diskIdentity, fingerprint, overlayPath } from './identity.js';
@@ -69,16 +69,6 @@ export const vmdkView: ViewKind = {
         }],
       }),
     ]);
-    return {
-      name: 'vmdk',
-      size: map.size,
-      writable,
-      read: (dest, offset) => map.read(dest, offset),
-      write: (src, offset) => map.write(src, offset),
-      async flush() {
-        await overlay.flush();
-      },
-      close: () => overlay.close(),
-    };
+    return regionMapView('vmdk', map, { writable, overlay });
   },
 };
