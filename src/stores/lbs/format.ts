@@ -194,12 +194,13 @@ export function dataFileSize(g: Geometry): number {
 
 // ---- data header ------------------------------------------------------------------------------
 
-export function encodeDataHeader(h: DataHeader): Buffer {
-  const b = Buffer.alloc(h.dataOffset);
-  const o = DataHeaderOffsets;
-  b.write(DATA_MAGIC, o.magic, 'latin1');
-  b.writeUInt16LE(h.version, o.version);
-  b.writeUInt16LE(DATA_HEADER_FIELDS, o.fieldsSize);
+const u64 = (b: Buffer, at: number) => Number(b.readBigUInt64LE(at));
+
+/** The fields both headers carry, at the same offsets: flags, the store's identity, the geometry. */
+type SharedFields = Geometry & { flags: number; storeId: string };
+type SharedOffsets = { [K in keyof SharedFields]: number };
+
+function writeSharedFields(b: Buffer, o: SharedOffsets, h: SharedFields): void {
   b.writeUInt32LE(h.flags, o.flags);
   uuidToBytes(h.storeId).copy(b, o.storeId);
   b.writeUInt32LE(h.blockSize, o.blockSize);
@@ -207,12 +208,32 @@ export function encodeDataHeader(h: DataHeader): Buffer {
   b.writeBigUInt64LE(BigInt(h.clusterCount), o.clusterCount);
   b.writeBigUInt64LE(BigInt(h.logicalSize), o.logicalSize);
   b.writeBigUInt64LE(BigInt(h.dataOffset), o.dataOffset);
+}
+
+function readSharedFields(b: Buffer, o: SharedOffsets): SharedFields {
+  return {
+    flags: b.readUInt32LE(o.flags),
+    storeId: bytesToUuid(b.subarray(o.storeId, o.storeId + 16)),
+    blockSize: b.readUInt32LE(o.blockSize),
+    clusterSize: b.readUInt32LE(o.clusterSize),
+    clusterCount: u64(b, o.clusterCount),
+    logicalSize: u64(b, o.logicalSize),
+    dataOffset: u64(b, o.dataOffset),
+  };
+}
+
+export function encodeDataHeader(h: DataHeader): Buffer {
+  const b = Buffer.alloc(h.dataOffset);
+  const o = DataHeaderOffsets;
+  b.write(DATA_MAGIC, o.magic, 'latin1');
+  b.writeUInt16LE(h.version, o.version);
+  b.writeUInt16LE(DATA_HEADER_FIELDS, o.fieldsSize);
+  writeSharedFields(b, o, h);
   b.writeBigUInt64LE(BigInt(h.createdAt), o.createdAt);
   b.writeUInt32LE(headerChecksum(b, o.headerChecksum), o.headerChecksum);
   return b;
 }
 
-const u64 = (b: Buffer, at: number) => Number(b.readBigUInt64LE(at));
 
 /**
  * The checks both headers start with, in order: long enough, the right magic, an intact checksum,
@@ -244,13 +265,7 @@ export function decodeDataHeader(b: Buffer, where: string): DataHeader {
   const version = checkHeaderPrologue(b, o, where, { size: DATA_HEADER_FIELDS, magic: DATA_MAGIC, file: 'an LBS data file', header: 'data file header', format: 'data' });
   const h: DataHeader = {
     version,
-    flags: b.readUInt32LE(o.flags),
-    storeId: bytesToUuid(b.subarray(o.storeId, o.storeId + 16)),
-    blockSize: b.readUInt32LE(o.blockSize),
-    clusterSize: b.readUInt32LE(o.clusterSize),
-    clusterCount: u64(b, o.clusterCount),
-    logicalSize: u64(b, o.logicalSize),
-    dataOffset: u64(b, o.dataOffset),
+    ...readSharedFields(b, o),
     createdAt: u64(b, o.createdAt),
   };
   if (h.flags !== 0) throw new VdiskError('EINVAL', `${where}: data file flags 0x${h.flags.toString(16)} are not supported by this vdiskfs (encrypted store?)`);
@@ -266,13 +281,7 @@ export function encodeLogHeader(h: LogHeader): Buffer {
   b.write(LOG_MAGIC, o.magic, 'latin1');
   b.writeUInt16LE(h.version, o.version);
   b.writeUInt16LE(LOG_HEADER_SIZE, o.headerSize);
-  b.writeUInt32LE(h.flags, o.flags);
-  uuidToBytes(h.storeId).copy(b, o.storeId);
-  b.writeUInt32LE(h.blockSize, o.blockSize);
-  b.writeUInt32LE(h.clusterSize, o.clusterSize);
-  b.writeBigUInt64LE(BigInt(h.clusterCount), o.clusterCount);
-  b.writeBigUInt64LE(BigInt(h.logicalSize), o.logicalSize);
-  b.writeBigUInt64LE(BigInt(h.dataOffset), o.dataOffset);
+  writeSharedFields(b, o, h);
   b.writeUInt8(h.checksum, o.checksum);
   b.writeUInt8(h.checksumSize, o.checksumSize);
   b.writeUInt8(h.encryption, o.encryption);
@@ -288,13 +297,7 @@ export function decodeLogHeader(b: Buffer, where: string): LogHeader {
   const version = checkHeaderPrologue(b, o, where, { size: LOG_HEADER_SIZE, magic: LOG_MAGIC, file: 'an LBS metadata log', header: 'metadata log header', format: 'log' });
   const h: LogHeader = {
     version,
-    flags: b.readUInt32LE(o.flags),
-    storeId: bytesToUuid(b.subarray(o.storeId, o.storeId + 16)),
-    blockSize: b.readUInt32LE(o.blockSize),
-    clusterSize: b.readUInt32LE(o.clusterSize),
-    clusterCount: u64(b, o.clusterCount),
-    logicalSize: u64(b, o.logicalSize),
-    dataOffset: u64(b, o.dataOffset),
+    ...readSharedFields(b, o),
     checksum: b.readUInt8(o.checksum) as ChecksumId,
     checksumSize: b.readUInt8(o.checksumSize),
     encryption: b.readUInt8(o.encryption),
