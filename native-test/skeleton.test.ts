@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile, readdir, stat, open, symlink, truncate } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { attachLoop, mountFs, mountVdiskfs, requireTools, run, scratch, sh, vdiskfs, sha256, writeRandomFiles, changedFiles } from './support/native.js';
+import { attachLoop, mountFs, mountVdiskfs, requireTools, run, scratch, sh, vdiskfs, sha256, writeRandomFiles, changedFilesOnView } from './support/native.js';
 
 const MiB = 1 << 20;
 let dir: string;
@@ -42,12 +42,7 @@ describe('flat store through the mount', () => {
     }
     {
       const m = await mountVdiskfs(source);
-      const loop = await attachLoop(join(m.mountpoint, 'disk.raw'));
-      await sh('fsck.ext4', ['-n', '-f', loop.device]);
-      const fs = await mountFs(loop.device);
-      expect(await changedFiles(fs.dir, files)).toEqual([]);
-      await fs.unmount();
-      await loop.detach();
+      expect(await changedFilesOnView(join(m.mountpoint, 'disk.raw'), files)).toEqual([]);
       await m.unmount();
     }
   });

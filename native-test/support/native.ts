@@ -176,3 +176,22 @@ export async function changedFiles(dir: string, files: Map<string, string>): Pro
   for (const [name, digest] of files) if (sha256(await readFile(join(dir, name))) !== digest) changed.push(name);
   return changed;
 }
+
+/**
+ * Attaches a loop device to `viewFile`, runs a read-only fsck of its ext4, mounts it and returns the
+ * names in `files` whose content changed (expect []); everything is detached again, even on failure.
+ */
+export async function changedFilesOnView(viewFile: string, files: Map<string, string>): Promise<string[]> {
+  const loop = await attachLoop(viewFile);
+  try {
+    await sh('fsck.ext4', ['-n', '-f', loop.device]);
+    const fs = await mountFs(loop.device);
+    try {
+      return await changedFiles(fs.dir, files);
+    } finally {
+      await fs.unmount();
+    }
+  } finally {
+    await loop.detach();
+  }
+}
