@@ -2,7 +2,7 @@
  * The flat store: one raw image file, sparse, exactly the disk's size. The simplest store and the
  * baseline every other store is measured against.
  */
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { basename, resolve, relative, dirname } from 'node:path';
 import { FileDevice } from '../../devices/file-device.js';
 import { acquirePidLock } from '../../util/pid-lock.js';
@@ -73,7 +73,6 @@ export async function createFlatStore(options: CreateFlatOptions): Promise<{ des
       store: { path: rel.startsWith('..') ? imagePath : rel || basename(imagePath), size: options.size },
     });
   } catch (err) {
-    const { rm } = await import('node:fs/promises');
     await rm(imagePath, { force: true });
     throw err;
   }
