@@ -3,7 +3,12 @@ SHELL := /bin/bash
 NODE_BIN := node_modules/.bin
 CLI := node dist/cli/main.js
 
-.PHONY: all setup deps build demo test unit native-test bench clean typecheck
+.PHONY: all setup deps build native demo test unit native-test bench clean typecheck
+# native/sys: the few system calls Node lacks (polling /dev/fuse, RWF_NOWAIT reads, fallocate).
+# Built against the running Node's own headers when it has them (Debian's nodejs does), else
+# node-gyp fetches them.
+NATIVE := native/sys/build/Release/vdiskfs_sys.node
+NODEDIR := $(shell d=$$(dirname $$(dirname $$(command -v node))); [ -f $$d/include/node/node_api.h ] && echo $$d)
 
 all: build
 
@@ -17,9 +22,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: node_modules/.installed
+build: node_modules/.installed $(NATIVE)
 	$(NODE_BIN)/tsc -p tsconfig.json
 	@chmod +x dist/cli/main.js
+
+native: $(NATIVE)
+
+$(NATIVE): native/sys/sys.c native/sys/binding.gyp node_modules/.installed
+	cd native/sys && ../../$(NODE_BIN)/node-gyp rebuild --loglevel=warn $(if $(NODEDIR),--nodedir=$(NODEDIR))
 
 typecheck: node_modules/.installed
 	$(NODE_BIN)/tsc -p tsconfig.json --noEmit
@@ -45,4 +55,4 @@ bench: setup
 	node dist/bench/main.js $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(TARGETS),--targets $(TARGETS))
 
 clean:
-	rm -rf dist node_modules/.installed
+	rm -rf dist node_modules/.installed native/sys/build

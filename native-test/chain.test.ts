@@ -55,7 +55,7 @@ async function vhdimountTop(child: string): Promise<{ file: string; unmount(): P
   const unmount = async () => {
     if (done) return;
     done = true;
-    await run('fusermount', ['-u', mnt]);
+    await run('umount', [mnt]);
     await rm(mnt, { recursive: true, force: true });
   };
   onCleanup(unmount);
@@ -68,7 +68,7 @@ async function layersOf(descriptor: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  requireTools('qemu-img', 'qemu-io', 'vhdimount', 'fusermount', 'cmp', 'dd', 'fio');
+  requireTools('qemu-img', 'qemu-io', 'vhdimount', 'cmp', 'dd', 'fio');
   dir = await scratch('vdiskfs-chain-');
   images = join(dir, 'images');
   await mkdir(images);

@@ -31,7 +31,7 @@ async function createStore(source: string, name: string, size: string, extra: st
 }
 
 beforeAll(async () => {
-  requireTools('fusermount', 'losetup', 'mkfs.ext4', 'fsck.ext4', 'fio', 'mount');
+  requireTools('losetup', 'mkfs.ext4', 'fsck.ext4', 'fio', 'mount');
   dir = await scratch('vdiskfs-native-lbs-');
   metaFs = join(dir, 'meta');
   await tmpfs(metaFs, '64m');

@@ -2,13 +2,13 @@
 # Installs the system packages vdiskfs and its tests use, on Debian 12 (also used by docker/Dockerfile).
 # Idempotent and quick when everything is present: apt runs only for what is missing.
 #   scripts/install-deps.sh          runtime + test tools
-#   scripts/install-deps.sh runtime  only what a mount needs (fuse, libfuse2)
+#   scripts/install-deps.sh runtime  only what a mount needs (fuse3: /etc/fuse.conf, fusermount3)
 set -euo pipefail
 
-runtime=(fuse libfuse2)
-# qemu-system-common ships qemu-storage-daemon (the FUSE-export peer in make bench); linux-perf
+runtime=(fuse3)
+# g++, make and python3 build native/sys (node-gyp). qemu-system-common ships qemu-storage-daemon (the FUSE-export peer in make bench); linux-perf
 # traces the LBS data file's writes for the benchmark's write-pattern figures.
-tools=(qemu-utils qemu-system-common libvhdi-utils fio e2fsprogs util-linux psmisc xmount linux-perf)
+tools=(g++ make python3 qemu-utils qemu-system-common libvhdi-utils fio e2fsprogs util-linux psmisc xmount linux-perf)
 want=("${runtime[@]}")
 [ "${1:-all}" = runtime ] || want+=("${tools[@]}")
 

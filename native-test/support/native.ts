@@ -109,7 +109,7 @@ export async function mountVdiskfs(source: string, args: string[] = [], mountpoi
     done = true;
     const u = await vdiskfs(['unmount', mnt]);
     if (u.code !== 0 && isMounted(mnt)) {
-      await run('fusermount', ['-uz', mnt]);
+      await run('umount', ['-l', mnt]);
     }
     try {
       if (pid) process.kill(pid, 'SIGKILL');

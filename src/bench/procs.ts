@@ -181,9 +181,9 @@ export async function cpuSeconds(pid: number): Promise<number | undefined> {
 /** Unmounts a FUSE mount: politely first, then lazily (a dead or busy mount). */
 export async function unmountFuse(path: string): Promise<void> {
   if (!isMounted(path)) return;
-  await run('fusermount', ['-u', path]);
+  await run('umount', [path]);
   if (!isMounted(path)) return;
-  await run('fusermount', ['-uz', path]);
+  await run('umount', ['-l', path]);
   if (!isMounted(path)) return;
   await run('umount', ['-l', path]);
 }

@@ -72,6 +72,27 @@ export function checked(device: BlockDevice): CheckedDevice {
   if (isChecked(device)) return device;
   const size = device.size;
   let closed = false;
+  // What reached the store from every front end: request counts and sizes, and how many were in
+  // flight at once (so tests and benchmarks can see 1 MiB requests and queue depth arrive).
+  const requests = { reads: 0, writes: 0, discards: 0, flushes: 0, readBytes: 0, writtenBytes: 0, discardedBytes: 0, largestRead: 0, largestWrite: 0, inFlight: 0, maxInFlight: 0 };
+  /** Counts a read or write of `length` bytes while `run` is in flight. */
+  const tracked = async (length: number, reading: boolean, run: () => Promise<void>) => {
+    if (reading) {
+      requests.reads++;
+      requests.readBytes += length;
+      if (length > requests.largestRead) requests.largestRead = length;
+    } else {
+      requests.writes++;
+      requests.writtenBytes += length;
+      if (length > requests.largestWrite) requests.largestWrite = length;
+    }
+    if (++requests.inFlight > requests.maxInFlight) requests.maxInFlight = requests.inFlight;
+    try {
+      await run();
+    } finally {
+      requests.inFlight--;
+    }
+  };
   const ensureOpen = () => {
     if (closed) throw new VdiskError('EBADF', 'the device is closed');
   };
@@ -82,7 +103,7 @@ export function checked(device: BlockDevice): CheckedDevice {
     async read(dest, offset) {
       ensureOpen();
       checkRange(size, offset, dest.length, 'read');
-      if (dest.length > 0) await device.read(dest, offset);
+      if (dest.length > 0) await tracked(dest.length, true, () => device.read(dest, offset));
     },
     async write(src, offset) {
       ensureOpen();
@@ -90,10 +111,11 @@ export function checked(device: BlockDevice): CheckedDevice {
         throw new VdiskError('EROFS', 'this disk is read-only');
       }
       checkRange(size, offset, src.length, 'write');
-      if (src.length > 0) await device.write(src, offset);
+      if (src.length > 0) await tracked(src.length, false, () => device.write!(src, offset));
     },
     async flush() {
       ensureOpen();
+      requests.flushes++;
       if (device.flush) await device.flush();
     },
     async discard(offset, length) {
@@ -103,6 +125,8 @@ export function checked(device: BlockDevice): CheckedDevice {
       }
       checkRange(size, offset, length, 'discard');
       if (length === 0) return;
+      requests.discards++;
+      requests.discardedBytes += length;
       if (device.discard) return device.discard(offset, length);
       const zeros = new Uint8Array(Math.min(length, ZERO_CHUNK));
       for (let done = 0; done < length; done += zeros.length) {
@@ -116,7 +140,7 @@ export function checked(device: BlockDevice): CheckedDevice {
       if (device.close) await device.close();
       else if (device.flush) await device.flush();
     },
-    stats: device.stats ? () => device.stats!() : undefined,
+    stats: () => ({ ...(device.stats?.() ?? {}), io: { ...requests } }),
   };
   return wrapper;
 }

@@ -6,6 +6,7 @@ import { access, readdir, readFile, stat } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { VdiskError } from '../errors.js';
 import { mountAt } from './mountinfo.js';
+import { unmountKernel } from '../fuse/kernel-channel.js';
 
 export async function checkMountPreconditions(source: string, mountpoint: string): Promise<{ allowOther: boolean }> {
   // allow_other lets QEMU, the loop driver and other users open the views. Root may always set it;
@@ -44,6 +45,8 @@ export async function checkMountPreconditions(source: string, mountpoint: string
     if (!dead) {
       throw new VdiskError('EBUSY', `${mountpoint} is already a mount point (${existing.fstype}); unmount it first (vdiskfs unmount ${mountpoint})`);
     }
+    // A daemon that died left its mount behind (its watchdog normally detaches it): detach it now.
+    await unmountKernel(mountpoint, true).catch(() => {});
   } else {
     let st;
     try {

@@ -5,14 +5,15 @@
  * unmount.
  */
 import { resolve } from 'node:path';
-import { MountTable } from './mount-table.js';
+import { DiskTable } from '../disks/disk-table.js';
 import { checkMountPreconditions } from './preflight.js';
 import { createOperations } from '../fuse/operations.js';
-import { fusermountUnmount, mountFuse } from '../fuse/fuse-session.js';
+import { mountKernel, unmountKernel, type KernelMount } from '../fuse/kernel-channel.js';
 import { removeMountState, writeMountState } from './runtime-state.js';
 import { mountAt } from './mountinfo.js';
 import { logger } from '../log.js';
 import { storeKind } from '../stores/registry.js';
+import { VdiskError } from '../errors.js';
 
 export interface ServeOptions {
   source: string;
@@ -22,7 +23,8 @@ export interface ServeOptions {
   /** Milliseconds after which a request still unanswered gets EIO. */
   requestTimeoutMs: number;
   logFile?: string;
-  debugFuse?: boolean;
+  /** Ask for the kernel's writeback cache. */
+  writebackCache?: boolean;
   /** Chain stores: take a snapshot this often (ms); stores without a snapshot hook are left alone. */
   snapshotIntervalMs?: number;
   /** Called once the mount is live. */
@@ -34,12 +36,21 @@ export async function serve(options: ServeOptions): Promise<void> {
   const source = resolve(options.source);
   const mountpoint = resolve(options.mountpoint);
   const { allowOther } = await checkMountPreconditions(source, mountpoint);
-  const table = await MountTable.open(source, { views: options.views, readOnly: options.readOnly });
+  const table = await DiskTable.open(source, { views: options.views, readOnly: options.readOnly });
 
-  let session;
+  let session: KernelMount;
   try {
-    const ops = createOperations(table, { log: logger('fuse'), timeoutMs: options.requestTimeoutMs });
-    session = await mountFuse(mountpoint, ops, { allowOther, debug: options.debugFuse });
+    const fuseLog = logger('fuse');
+    session = await mountKernel(mountpoint, { log: fuseLog, timeoutMs: options.requestTimeoutMs, writebackCache: options.writebackCache ?? false, allowOther });
+    const channel = session.channel;
+    channel.start(createOperations(table, channel, { log: fuseLog, counters: () => ({ fuse: { ...channel.counters, inFlight: channel.requestsInFlight } }) }));
+    try {
+      await withTimeout(channel.ready, 10_000, 'the kernel did not initialize the FUSE session within 10 s');
+    } catch (err) {
+      await unmountKernel(mountpoint, true).catch(() => {});
+      await session.close().catch(() => {});
+      throw err;
+    }
   } catch (err) {
     await table.close().catch(() => {});
     throw err;
@@ -66,7 +77,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       }
       if (await mountAt(mountpoint)) {
         try {
-          await fusermountUnmount(mountpoint, force);
+          await unmountKernel(mountpoint, force);
         } catch (err) {
           if ((err as { busy?: boolean }).busy && !force) {
             log.warn({ mountpoint }, 'mount point is busy (a loop device or a process still uses a view); still serving. Detach it, then stop again; a second signal forces a lazy unmount');
@@ -75,10 +86,10 @@ export async function serve(options: ServeOptions): Promise<void> {
             return;
           }
           log.error({ err }, 'unmount failed; detaching lazily');
-          await fusermountUnmount(mountpoint, true).catch(() => {});
+          await unmountKernel(mountpoint, true).catch(() => {});
         }
       }
-      await session.unmount().catch(() => {}); // stops the FUSE loop; the kernel mount is already gone
+      await session.close().catch(() => {}); // the readers stop once the kernel mount is gone
       try {
         await table.close();
       } catch (err) {
@@ -96,11 +107,19 @@ export async function serve(options: ServeOptions): Promise<void> {
   });
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new VdiskError('ETIMEDOUT', message)), ms); }),
+  ]);
+}
+
 /**
  * Periodic snapshots: every `intervalMs` each store whose device offers snapshot() (chain stores)
  * takes one. The device swaps its top layer internally, so views and open files keep working.
  */
-function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnType<typeof logger>): { stop(): void } {
+function startSnapshotTimer(table: DiskTable, intervalMs: number, log: ReturnType<typeof logger>): { stop(): void } {
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
@@ -125,7 +144,7 @@ function startSnapshotTimer(table: MountTable, intervalMs: number, log: ReturnTy
   return { stop: () => clearInterval(timer) };
 }
 
-async function serveStoreRequests(table: MountTable, log: ReturnType<typeof logger>): Promise<void> {
+async function serveStoreRequests(table: DiskTable, log: ReturnType<typeof logger>): Promise<void> {
   for (const s of table.stores) {
     const kind = storeKind(s.descriptor.descriptor.kind);
     if (!kind.serveRequests) continue;

@@ -11,7 +11,9 @@ export const rawView: ViewKind = {
       writable: device.capabilities.writable,
       read: (dest, offset) => device.read(dest, offset),
       write: (src, offset) => device.write(src, offset),
+      discard: (offset, length) => device.discard(offset, length),
       flush: () => device.flush(),
+      payload: [{ fileOffset: 0, deviceOffset: 0, length: device.size }],
     };
   },
 };

@@ -12,7 +12,7 @@
  */
 import { VdiskError } from '../errors.js';
 import type { CheckedDevice } from '../devices/block-device.js';
-import type { View } from './view.js';
+import type { PayloadRange, View } from './view.js';
 import type { ViewOverlay } from './view-overlay.js';
 
 export interface Region {
@@ -29,6 +29,10 @@ export interface Region {
   check?(src: Uint8Array, offset: number): Promise<void> | void;
   /** Writes `src` at `offset` into the region. Omitted: the region is read-only (EPERM). */
   write?(src: Uint8Array, offset: number): Promise<void>;
+  /** Payload regions: the device offset of the region's first byte. */
+  readonly deviceOffset?: number;
+  /** Payload regions: makes [offset, offset + length) of the region read as zeros. */
+  discard?(offset: number, length: number): Promise<void>;
 }
 
 export class RegionMap {
@@ -140,6 +144,30 @@ export class RegionMap {
     }
     await Promise.all(pieces.map((p) => p.region.write!(p.data, p.at)));
   }
+
+  /** Where the device's bytes lie in the file (the payload regions). */
+  payload(): PayloadRange[] {
+    return this.regions.filter((r) => r.deviceOffset !== undefined).map((r) => ({ fileOffset: r.start, deviceOffset: r.deviceOffset!, length: r.length }));
+  }
+
+  /**
+   * Payload pieces are discarded on the device; the other pieces are written with zeros through
+   * the normal write path (so their checks apply: a header cannot be zeroed).
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    if (length === 0) return;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) throw outside('discard', offset, length, this.size);
+    let i = this.indexAt(offset);
+    let at = offset;
+    const end = offset + length;
+    while (at < end) {
+      const r = this.regions[i++]!;
+      const n = Math.min(r.start + r.length, end) - at;
+      if (r.discard) await r.discard(at - r.start, n);
+      else await this.write(new Uint8Array(n), at);
+      at += n;
+    }
+  }
 }
 
 function outside(what: string, offset: number, length: number, size: number): VdiskError {
@@ -157,8 +185,10 @@ export function payloadRegion(name: string, start: number, device: CheckedDevice
     name,
     start,
     length,
+    deviceOffset,
     read: (dest, offset) => device.read(dest, deviceOffset + offset),
     write: writable ? (src, offset) => device.write(src, deviceOffset + offset) : undefined,
+    discard: writable ? (offset, n) => device.discard(deviceOffset + offset, n) : undefined,
   };
 }
 
@@ -205,6 +235,8 @@ export function regionMapView(name: string, map: RegionMap, options: { writable:
     writable: options.writable,
     read: (dest, offset) => map.read(dest, offset),
     write: (src, offset) => map.write(src, offset),
+    discard: (offset, length) => map.discard(offset, length),
+    payload: map.payload(),
     async flush() {
       await device?.flush();
       await overlay.flush();

@@ -21,7 +21,7 @@ interface Args {
   logFile?: string;
   logLevel: string;
   requestTimeout: number;
-  debugFuse: boolean;
+  writebackCache: boolean;
   snapshotInterval?: string;
 }
 
@@ -40,7 +40,7 @@ export const mountCommand = defineCommand<Args>({
       .option('log-file', { type: 'string', describe: 'Where the daemon logs (default: /run/vdiskfs/<id>.log, printed at mount)' })
       .option('request-timeout', { type: 'number', default: 60, describe: 'Seconds before a request the store has not answered fails with EIO' })
       .option('snapshot-interval', { type: 'string', describe: 'Chain stores: take a snapshot this often (e.g. 30m, 2h, 90s; plain numbers are seconds)' })
-      .option('debug-fuse', { type: 'boolean', default: false, hidden: true, describe: 'libfuse debug output' })
+      .option('writeback-cache', { type: 'boolean', default: false, describe: 'Let the kernel cache writes and send them in large batches (faster buffered writes; fsync and close still reach the store as barriers)' })
       .example('$0 mount ./disks /mnt/vdisks', 'then: qemu-img info /mnt/vdisks/NAME.vhdx, or losetup -f --show /mnt/vdisks/NAME.raw'),
   handler: async (args) => {
     const views = args.views ? parseViewList(args.views, '--views') : undefined;
@@ -62,7 +62,7 @@ async function runForeground(args: Args, views: string[] | undefined): Promise<v
       readOnly: args.readOnly,
       requestTimeoutMs: Math.round(args.requestTimeout * 1000),
       logFile: args.logFile,
-      debugFuse: args.debugFuse,
+      writebackCache: args.writebackCache,
       snapshotIntervalMs: args.snapshotInterval !== undefined ? parseInterval(args.snapshotInterval) : undefined,
       onReady: ({ files }) => {
         if (notify) {
@@ -84,7 +84,7 @@ async function runForeground(args: Args, views: string[] | undefined): Promise<v
     }
     throw err;
   }
-  // The FUSE binding keeps handles open after unmount; the daemon's work is done.
+  // The daemon's work is done; nothing it started should keep it alive.
   setTimeout(() => process.exit(process.exitCode ?? 0), 50).unref();
 }
 
@@ -98,6 +98,7 @@ async function startBackground(args: Args): Promise<void> {
   ];
   if (args.views) childArgs.push('--views', args.views);
   if (args.readOnly) childArgs.push('--read-only');
+  if (args.writebackCache) childArgs.push('--writeback-cache');
   if (args.snapshotInterval !== undefined) childArgs.push('--snapshot-interval', args.snapshotInterval);
   const child = spawn(process.execPath, childArgs, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
   const outcome = await new Promise<ChildMessage | { type: 'exit'; code: number | null }>((done) => {

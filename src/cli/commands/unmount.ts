@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fusermountUnmount } from '../../fuse/fuse-session.js';
+import { unmountKernel } from '../../fuse/kernel-channel.js';
 import { mountAt } from '../../mount/mountinfo.js';
 import { processAlive, readMountState, removeMountState } from '../../mount/runtime-state.js';
 import { VdiskError } from '../../errors.js';
@@ -36,13 +36,13 @@ export const unmountCommand = defineCommand<Args>({
 
     if (mount) {
       try {
-        await fusermountUnmount(mountpoint, args.lazy);
+        await unmountKernel(mountpoint, args.lazy);
       } catch (err) {
         if ((err as { busy?: boolean }).busy) {
           throw new VdiskError('EBUSY', `${mountpoint} is busy: a loop device or a process still uses a view (see losetup -a, fuser -vm ${mountpoint}); detach it first, or use --lazy`);
         }
         // A dead mount (daemon killed without auto-unmount) can only be detached lazily.
-        await fusermountUnmount(mountpoint, true);
+        await unmountKernel(mountpoint, true);
       }
     }
 

@@ -393,6 +393,8 @@ export async function describeChain(loaded: LoadedDescriptor): Promise<Record<st
     const infos: LayerInfo[] = layers.map((l) => l.info());
     return {
       size: layers[0]!.size,
+      // What the writable top layer holds (its allocated blocks); the parents are shared and fixed.
+      allocatedBytes: infos[0]!.allocatedBlocks * infos[0]!.blockSize,
       depth: infos.length,
       chain: infos.map((i, n) => ({
         layer: n === 0 ? 'top' : n === infos.length - 1 ? 'base' : `parent ${n}`,

@@ -2,7 +2,7 @@
  * The flat store: one raw image file, sparse, exactly the disk's size. The simplest store and the
  * baseline every other store is measured against.
  */
-import { open, rm } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { basename, resolve, relative, dirname } from 'node:path';
 import { FileDevice } from '../../devices/file-device.js';
 import { acquirePidLock } from '../../util/pid-lock.js';
@@ -34,7 +34,8 @@ export const flatStore: StoreKind = {
   },
   async describe(loaded: LoadedDescriptor) {
     const path = storePath(loaded, loaded.descriptor.store.path, 'path');
-    return { file: path, size: storeInteger(loaded, 'size', { min: 1 }) };
+    const allocatedBytes = await stat(path).then((st) => st.blocks * 512, () => undefined);
+    return { file: path, size: storeInteger(loaded, 'size', { min: 1 }), allocatedBytes };
   },
 };
 
@@ -86,6 +87,7 @@ function withRelease(device: FileDevice, release: () => Promise<void>): BlockDev
     capabilities: device.capabilities,
     read: (dest, offset) => device.read(dest, offset),
     write: (src, offset) => device.write(src, offset),
+    discard: (offset, length) => device.discard(offset, length),
     flush: () => device.flush(),
     close: async () => {
       try {

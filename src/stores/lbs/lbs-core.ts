@@ -633,6 +633,8 @@ export class LbsDevice implements BlockDevice {
       logicalBlocks: this.map.logicalBlocks,
       physicalBlocks: this.map.physicalBlocks,
       mappedBlocks: this.map.mappedBlocks,
+      /** Disk data the store holds: live non-zero blocks (zero and discarded blocks cost nothing). */
+      allocatedBytes: this.map.mappedBlocks * this.blockSize,
       clusters: { total: this.map.clusterCount, ...clusters },
       requests: {
         writes: s.guestWrites,

@@ -154,6 +154,7 @@ export const lbsStore: StoreKind = {
           dataFileBytes: (await stat(dataPath)).size,
           logBytes: (await stat(logPath)).size,
           mappedBlocks: st.mappedBlocks,
+          allocatedBytes: st.allocatedBytes,
           clusters: st.clusters,
           barriers: st.log.lastBarrier,
           logEntries: st.recovery.entriesReplayed,

@@ -1,7 +1,8 @@
 /**
- * The mount table: what a mount shows. It reads every `*.vdisk` descriptor in the source directory,
- * opens each store once, builds its views, and maps file names (`NAME.raw`, `NAME.vhdx`, …) to them.
- * A hidden `.vdiskfs/` directory holds `NAME.stats.json` for each store.
+ * The disk table: the set of open stores and their views that every front end serves (the FUSE
+ * mount today, the NBD server next). It reads every `*.vdisk` descriptor in the source directory,
+ * opens each store once, builds its views, and maps file names (`NAME.raw`, `NAME.vhdx`, …) to
+ * them. It knows nothing of FUSE or NBD: front ends import it, never the other way round.
  *
  * Every store is opened before the mount is made, so a bad descriptor or a missing store file is an
  * error at mount time (nothing is mounted), never an I/O error later.
@@ -16,36 +17,34 @@ import type { View } from '../views/view.js';
 import { VdiskError } from '../errors.js';
 import { logger } from '../log.js';
 
-export const CONTROL_DIR = '.vdiskfs';
-
-export interface MountedStore {
+export interface OpenStore {
   readonly name: string;
   readonly descriptor: LoadedDescriptor;
   readonly device: CheckedDevice;
   readonly views: View[];
 }
 
-export interface MountedFile {
-  readonly store: MountedStore;
+export interface DiskFile {
+  readonly store: OpenStore;
   readonly view: View;
   /** Last modification time (ms), shared by all views of a store since they change together. */
   mtime: number;
 }
 
-export interface MountTableOptions {
+export interface DiskTableOptions {
   /** Views to show for every store, overriding descriptors. */
   views?: readonly string[];
   readOnly?: boolean;
 }
 
-export class MountTable {
-  readonly files = new Map<string, MountedFile>();
-  readonly stores: MountedStore[] = [];
+export class DiskTable {
+  readonly files = new Map<string, DiskFile>();
+  readonly stores: OpenStore[] = [];
   readonly createdAt = Date.now();
 
   private constructor(readonly sourceDir: string) {}
 
-  static async open(sourceDir: string, options: MountTableOptions = {}): Promise<MountTable> {
+  static async open(sourceDir: string, options: DiskTableOptions = {}): Promise<DiskTable> {
     const log = logger('mount');
     let entries: string[];
     try {
@@ -58,7 +57,7 @@ export class MountTable {
       }
       throw err;
     }
-    const table = new MountTable(sourceDir);
+    const table = new DiskTable(sourceDir);
     const names = entries.filter((e) => e.endsWith(DESCRIPTOR_EXTENSION) && e.length > DESCRIPTOR_EXTENSION.length).sort();
     try {
       for (const entry of names) {
@@ -70,7 +69,7 @@ export class MountTable {
             : undefined;
         const viewNames = explicitViews ?? DEFAULT_VIEWS.filter((v) => viewKind(v) !== undefined);
         const device = checked(await openStore(loaded, { readOnly: options.readOnly }));
-        const store: MountedStore = { name: loaded.name, descriptor: loaded, device, views: [] };
+        const store: OpenStore = { name: loaded.name, descriptor: loaded, device, views: [] };
         table.stores.push(store);
         const mtime = (await stat(loaded.path)).mtimeMs;
         const siblings = viewNames.map((v) => `${loaded.name}.${v}`);
@@ -100,15 +99,9 @@ export class MountTable {
     return table;
   }
 
-  /** The stats file of each store, by name inside `.vdiskfs/`. */
-  statsFileNames(): string[] {
-    return this.stores.map((s) => `${s.name}.stats.json`);
-  }
-
-  statsJson(fileName: string): string | undefined {
-    const store = this.stores.find((s) => `${s.name}.stats.json` === fileName);
-    if (!store) return undefined;
-    return JSON.stringify({ store: store.name, kind: store.descriptor.descriptor.kind, size: store.device.size, stats: store.device.stats?.() ?? {} }, null, 2) + '\n';
+  /** A store's counters as JSON (`frontEnd`: what the front end serving it adds, e.g. FUSE counters). */
+  statsJson(store: OpenStore, frontEnd?: Record<string, unknown>): string {
+    return JSON.stringify({ store: store.name, kind: store.descriptor.descriptor.kind, size: store.device.size, stats: store.device.stats?.() ?? {}, ...(frontEnd ? { frontEnd } : {}) }, null, 2) + '\n';
   }
 
   async flushAll(): Promise<void> {

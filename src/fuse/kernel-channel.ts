@@ -1,0 +1,399 @@
+/**
+ * The FUSE kernel protocol spoken directly over /dev/fuse, from TypeScript (as Rust's fuser and
+ * go-fuse do; why not fuse-native or a libfuse 3 addon: docs/fuse-notes.md).
+ *
+ * - Mounting (root): we open /dev/fuse ourselves and hand the descriptor to mount(8) as fd 3
+ *   (`mount -i -t fuse.vdiskfs -o fd=3,…`), so mount(2) ties the new mount to our descriptor.
+ * - Requests: the JS thread is woken by epoll when /dev/fuse (opened non-blocking) has requests,
+ *   and reads them one by one until EAGAIN (native/sys: Node cannot poll a character
+ *   device). Without that addon, several blocking reads wait on the libuv pool instead (each read
+ *   returns one whole request): it works, at two more thread switches per request. Either way many
+ *   requests are served concurrently. Replies are written synchronously: a write to /dev/fuse only
+ *   copies into the kernel and wakes the waiting caller.
+ * - Cache notifications are written asynchronously: invalidating a page the kernel must first
+ *   write back (writeback cache) needs us to answer that WRITE, so we must never wait for one.
+ * - Timeouts: one sweep timer over the requests in flight, not a timer per request.
+ * - A watchdog shell, told "clean" on a clean exit, lazily unmounts a mount whose daemon died
+ *   (kill -9), so the mount point does not stay "Transport endpoint is not connected".
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, read, write, writeSync, constants as fsConstants } from 'node:fs';
+import { nativeSys, warnIfNoNativeSys, type NativeSys } from '../util/native-sys.js';
+import { constants } from 'node:os';
+import { promisify } from 'node:util';
+import type { Logger } from '../log.js';
+import { VdiskError } from '../errors.js';
+import {
+  IN_HEADER_SIZE, InitFlag, KERNEL_MAJOR, KERNEL_MINOR, OLDEST_MINOR, OUT_HEADER_SIZE, Op, WRITE_IN_SIZE,
+  decodeInHeader, decodeInitIn, encodeInitOut, encodeInvalInode, expectsReply, putOutHeader, type InHeader,
+} from './protocol.js';
+
+const execFileAsync = promisify(execFile);
+const { errno } = constants;
+
+/** 1 MiB requests (256 pages), as QEMU's libfuse 3 export negotiates. */
+export const MAX_REQUEST = 1 << 20;
+/** Outstanding reads of /dev/fuse: how many requests can be handed over at once. */
+const POOL_READERS = 8;
+/** Requests read per wake-up before completions get their turn (epoll wakes us again). */
+const READS_PER_WAKE = 32;
+/** A request buffer must hold the largest WRITE: headers + max_write (the kernel checks). */
+const READ_BUFFER = MAX_REQUEST + 4096;
+/** Writes at least this large keep the buffer they arrived in (a new one takes its place). */
+const HANDOVER_AT = 128 * 1024;
+
+export interface FuseRequest extends InHeader {
+  /** The request's arguments; valid only during the synchronous dispatch call. */
+  readonly body: Buffer;
+}
+
+export interface ChannelOptions {
+  log: Logger;
+  /** Milliseconds before an unanswered request gets EIO (0: never). */
+  timeoutMs: number;
+  /** Ask for the kernel's writeback cache (FUSE_WRITEBACK_CACHE). */
+  writebackCache: boolean;
+}
+
+export interface NegotiatedInit {
+  minor: number;
+  flags: number;
+  maxWrite: number;
+  writebackCache: boolean;
+}
+
+type Dispatch = (req: FuseRequest) => void;
+
+interface InFlight {
+  readonly opcode: number;
+  readonly nodeid: number;
+  readonly tick: number;
+}
+
+export class KernelChannel {
+  private readonly buffers: Buffer[] = [];
+  private readonly inFlight = new Map<number, InFlight>();
+  private running = 0;
+  private closed = false;
+  private tick = 0;
+  private sweeper?: NodeJS.Timeout;
+  private dispatch?: Dispatch;
+  private initDone!: (init: NegotiatedInit) => void;
+  private initFailed!: (err: Error) => void;
+  private ended!: () => void;
+  /** Resolves when the kernel has been answered FUSE_INIT. */
+  readonly ready: Promise<NegotiatedInit>;
+  /** Resolves when the connection is gone (unmounted or aborted) and every reader has stopped. */
+  readonly done: Promise<void>;
+  /** Counters, for the stats file and benchmarks. */
+  readonly counters = { requests: 0, maxInFlight: 0, timedOut: 0, notifications: 0 };
+
+  private watch?: unknown;
+
+  /** `addon`: poll-driven reading (fd opened O_NONBLOCK); undefined: blocking pool reads. */
+  constructor(private readonly fd: number, private readonly options: ChannelOptions, private readonly addon?: NativeSys) {
+    this.ready = new Promise((res, rej) => { this.initDone = res; this.initFailed = rej; });
+    this.ready.catch(() => {});
+    this.done = new Promise((res) => { this.ended = res; });
+  }
+
+  get requestsInFlight(): number {
+    return this.inFlight.size;
+  }
+
+  /** How requests reach us: "epoll" (the addon) or "thread-pool". */
+  get mode(): string {
+    return this.addon ? 'epoll' : 'thread-pool';
+  }
+
+  start(dispatch: Dispatch): void {
+    this.dispatch = dispatch;
+    if (this.addon) {
+      this.buffers.push(Buffer.allocUnsafe(READ_BUFFER));
+      this.running = 1;
+      this.watch = this.addon.watch(this.fd, () => this.drain());
+    } else {
+      for (let i = 0; i < POOL_READERS; i++) {
+        this.buffers.push(Buffer.allocUnsafe(READ_BUFFER));
+        this.running++;
+        this.readNext(i);
+      }
+    }
+    const { timeoutMs } = this.options;
+    if (timeoutMs > 0) {
+      // Ticks of a quarter of the timeout: a request times out between 1 and 1.25 timeouts.
+      const every = Math.max(50, Math.floor(timeoutMs / 4));
+      this.sweeper = setInterval(() => this.sweep(4), every);
+      this.sweeper.unref();
+    }
+  }
+
+  /** Poll mode: read what is there, up to READS_PER_WAKE requests. */
+  private drain(): void {
+    const addon = this.addon!;
+    for (let i = 0; i < READS_PER_WAKE && !this.closed; i++) {
+      const buf = this.buffers[0]!;
+      const n = addon.read(this.fd, buf);
+      if (n >= IN_HEADER_SIZE) {
+        this.handle(0, buf, n);
+        continue;
+      }
+      if (n === -errno.EAGAIN) return;
+      if (n === -errno.EINTR || n === -errno.ENOENT) continue;
+      if (n !== -errno.ENODEV && n !== 0) this.options.log.error({ errno: -n }, 'reading /dev/fuse failed; the mount stops serving');
+      addon.unwatch(this.watch);
+      this.readerStopped();
+      return;
+    }
+  }
+
+  private readNext(slot: number): void {
+    const buf = this.buffers[slot]!;
+    read(this.fd, buf, 0, buf.length, null, (err, n) => {
+      if (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (!this.closed && (code === 'EINTR' || code === 'EAGAIN' || code === 'ENOENT')) return this.readNext(slot);
+        if (!this.closed && code !== 'ENODEV') this.options.log.error({ err }, 'reading /dev/fuse failed; the mount stops serving');
+        return this.readerStopped();
+      }
+      // /dev/fuse never returns 0; anything that does (a socket in tests) has hung up.
+      if (n === 0) return this.readerStopped();
+      if (n >= IN_HEADER_SIZE) this.handle(slot, buf, n);
+      if (this.closed) return this.readerStopped();
+      this.readNext(slot);
+    });
+  }
+
+  private readerStopped(): void {
+    this.closed = true;
+    if (--this.running === 0) {
+      if (this.sweeper) clearInterval(this.sweeper);
+      this.initFailed(new VdiskError('ENODEV', 'the FUSE connection closed before it was initialized'));
+      this.ended();
+    }
+  }
+
+  private handle(slot: number, buf: Buffer, n: number): void {
+    const h = decodeInHeader(buf);
+    const length = Math.min(h.length, n);
+    const req: FuseRequest = { ...h, body: buf.subarray(IN_HEADER_SIZE, length) };
+    this.counters.requests++;
+    if (expectsReply(h.opcode)) {
+      this.inFlight.set(h.unique, { opcode: h.opcode, nodeid: h.nodeid, tick: this.tick });
+      if (this.inFlight.size > this.counters.maxInFlight) this.counters.maxInFlight = this.inFlight.size;
+    }
+    if (h.opcode === Op.INIT) return this.init(req);
+    // A large WRITE keeps its buffer (its data goes to the store without a copy); the reader
+    // continues with a new one.
+    if (h.opcode === Op.WRITE && length - IN_HEADER_SIZE - WRITE_IN_SIZE >= HANDOVER_AT) {
+      this.buffers[slot] = Buffer.allocUnsafe(READ_BUFFER);
+    }
+    try {
+      this.dispatch!(req);
+    } catch (err) {
+      this.options.log.error({ err, opcode: h.opcode }, 'unexpected error dispatching a request; answered EIO');
+      this.replyError(h.unique, errno.EIO);
+    }
+  }
+
+  /**
+   * The body of a WRITE as a buffer the caller owns: the request buffer itself for large writes
+   * (handed over in handle()), a copy for small ones (the reader reuses its buffer at once).
+   */
+  writeData(req: FuseRequest, size: number): Buffer {
+    const data = req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size);
+    if (size >= HANDOVER_AT) return data;
+    const copy = Buffer.allocUnsafe(data.length);
+    data.copy(copy);
+    return copy;
+  }
+
+  private init(req: FuseRequest): void {
+    const k = decodeInitIn(req.body);
+    if (k.major !== KERNEL_MAJOR || (k.major === KERNEL_MAJOR && k.minor < OLDEST_MINOR)) {
+      this.replyError(req.unique, errno.EPROTO);
+      this.initFailed(new VdiskError('EPROTO', `the kernel speaks FUSE ${k.major}.${k.minor}; vdiskfs needs ${KERNEL_MAJOR}.${OLDEST_MINOR} or newer (Linux 5.2+)`));
+      return;
+    }
+    const wanted = InitFlag.ASYNC_READ | InitFlag.BIG_WRITES | InitFlag.MAX_PAGES | InitFlag.ASYNC_DIO | InitFlag.PARALLEL_DIROPS
+      | (this.options.writebackCache ? InitFlag.WRITEBACK_CACHE : 0);
+    const flags = wanted & k.flags;
+    const minor = Math.min(k.minor, KERNEL_MINOR);
+    this.reply(req.unique, encodeInitOut({
+      minor,
+      maxReadahead: Math.min(k.maxReadahead, MAX_REQUEST),
+      flags,
+      // Asynchronous direct I/O and readahead are background requests: the default of 12 would
+      // cap QD16 direct I/O.
+      maxBackground: 64,
+      congestionThreshold: 48,
+      maxWrite: MAX_REQUEST,
+      maxPages: MAX_REQUEST / 4096,
+    }));
+    const init = { minor, flags, maxWrite: MAX_REQUEST, writebackCache: (flags & InitFlag.WRITEBACK_CACHE) !== 0 };
+    this.options.log.info({ kernel: `${k.major}.${k.minor}`, negotiated: `${KERNEL_MAJOR}.${minor}`, flags: flags.toString(16), writebackCache: init.writebackCache }, 'FUSE session initialized');
+    this.initDone(init);
+  }
+
+  /** Answers a request with `payload` (or nothing). False if it was already answered (timed out). */
+  reply(unique: number, payload?: Buffer): boolean {
+    if (!this.inFlight.delete(unique)) return false;
+    const length = OUT_HEADER_SIZE + (payload?.length ?? 0);
+    const out = Buffer.allocUnsafe(length);
+    putOutHeader(out, length, 0, unique);
+    payload?.copy(out, OUT_HEADER_SIZE);
+    this.send(out);
+    return true;
+  }
+
+  /**
+   * Answers with data already placed after OUT_HEADER_SIZE bytes of `out` (reads fill the space
+   * behind a header, so the reply needs no copy). `length` counts the data only.
+   */
+  replyPrepared(unique: number, out: Buffer, length: number): boolean {
+    if (!this.inFlight.delete(unique)) return false;
+    putOutHeader(out, OUT_HEADER_SIZE + length, 0, unique);
+    this.send(out.subarray(0, OUT_HEADER_SIZE + length));
+    return true;
+  }
+
+  /** Answers with -errno (`errnoValue` positive). */
+  replyError(unique: number, errnoValue: number): boolean {
+    if (!this.inFlight.delete(unique)) return false;
+    const out = Buffer.allocUnsafe(OUT_HEADER_SIZE);
+    putOutHeader(out, OUT_HEADER_SIZE, -errnoValue, unique);
+    this.send(out);
+    return true;
+  }
+
+  /** Whether a request still waits for its answer (false once it timed out). */
+  isOpen(unique: number): boolean {
+    return this.inFlight.has(unique);
+  }
+
+  private send(out: Buffer): void {
+    if (this.addon) {
+      const n = this.addon.write(this.fd, out);
+      if (n < 0 && n !== -errno.ENOENT && n !== -errno.ENODEV) this.options.log.error({ errno: -n }, 'writing a reply to /dev/fuse failed');
+      return;
+    }
+    try {
+      writeSync(this.fd, out, 0, out.length);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ENOENT: the caller was interrupted and the kernel dropped the request; ENODEV: unmounted.
+      if (code !== 'ENOENT' && code !== 'ENODEV') this.options.log.error({ err }, 'writing a reply to /dev/fuse failed');
+    }
+  }
+
+  /**
+   * Drops the kernel's cached pages of inode `ino` in [offset, offset + length) (length 0: to the
+   * end). Asynchronous on purpose (see the header comment); failures only mean nothing was cached.
+   */
+  invalidate(ino: number, offset: number, length: number): void {
+    if (this.closed) return;
+    const msg = encodeInvalInode(ino, offset, length);
+    this.counters.notifications++;
+    write(this.fd, msg, 0, msg.length, null, (err) => {
+      const code = (err as NodeJS.ErrnoException | null)?.code;
+      if (err && code !== 'ENOENT' && code !== 'ENODEV') this.options.log.warn({ err, ino }, 'cache invalidation failed');
+    });
+  }
+
+  private sweep(ticksToTimeout: number): void {
+    this.tick++;
+    for (const [unique, r] of this.inFlight) {
+      if (this.tick - r.tick <= ticksToTimeout) continue;
+      this.counters.timedOut++;
+      this.options.log.error({ opcode: r.opcode, nodeid: r.nodeid, timeoutMs: this.options.timeoutMs }, 'request timed out; answered EIO');
+      this.replyError(unique, errno.EIO);
+    }
+  }
+
+  /** Closes our end of /dev/fuse once the readers have stopped (after the unmount). */
+  async close(): Promise<void> {
+    await this.done;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+export interface KernelMount {
+  readonly mountpoint: string;
+  readonly channel: KernelChannel;
+  /** Waits for the connection to end (after an unmount), closes it and retires the watchdog. */
+  close(): Promise<void>;
+}
+
+/**
+ * Mounts a FUSE file system at `mountpoint` served by the returned channel. Root only (mount(2)
+ * with our descriptor); the caller starts the channel with its dispatcher, then awaits `ready`.
+ */
+export async function mountKernel(mountpoint: string, options: ChannelOptions & { allowOther: boolean }): Promise<KernelMount> {
+  if (process.getuid?.() !== 0) {
+    throw new VdiskError('EPERM', 'mounting needs root: vdiskfs mounts with mount(2) on its own /dev/fuse descriptor (run as root, or in a container with --cap-add SYS_ADMIN)');
+  }
+  const addon = nativeSys();
+  warnIfNoNativeSys(options.log, 'reading /dev/fuse on the thread pool instead (two more thread switches per request)');
+  const fd = openSync('/dev/fuse', fsConstants.O_RDWR | (addon ? fsConstants.O_NONBLOCK : 0));
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  const opts = [`fd=3`, `rootmode=40000`, `user_id=${uid}`, `group_id=${gid}`, 'default_permissions', ...(options.allowOther ? ['allow_other'] : [])];
+  try {
+    await runWithFd('mount', ['-i', '-t', 'fuse.vdiskfs', '-o', opts.join(','), 'vdiskfs', mountpoint], fd);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  const channel = new KernelChannel(fd, options, addon);
+  const watchdog = startWatchdog(mountpoint);
+  return {
+    mountpoint,
+    channel,
+    async close() {
+      await channel.close();
+      watchdog.stdin?.end('clean\n');
+    },
+  };
+}
+
+function runWithFd(command: string, args: string[], fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => { stderr += d; });
+    child.on('error', (err) => reject(new VdiskError('ENOENT', `cannot run ${command}: ${err.message}`)));
+    child.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new VdiskError('EIO', `${command} failed: ${stderr.trim() || `exit code ${code}`}`));
+    });
+  });
+}
+
+/**
+ * A shell that waits on a pipe only we hold. A clean exit writes "clean"; if we die instead, the
+ * pipe closes and, if the mount is dead (stat fails with ENOTCONN), it detaches it.
+ */
+function startWatchdog(mountpoint: string): ChildProcess {
+  const script = 'read -r state; [ "$state" = clean ] && exit 0; stat -- "$1" >/dev/null 2>&1 || exec umount -l -- "$1"';
+  const child = spawn('/bin/sh', ['-c', script, 'vdiskfs-watchdog', mountpoint], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  child.unref();
+  (child.stdin as unknown as { _handle?: { unref(): void } })._handle?.unref();
+  child.on('error', () => {});
+  return child;
+}
+
+/** Unmounts a FUSE mount point; `lazy` detaches it even while files in it are open. */
+export async function unmountKernel(mountpoint: string, lazy: boolean): Promise<void> {
+  try {
+    await execFileAsync('umount', lazy ? ['-l', mountpoint] : [mountpoint]);
+  } catch (err) {
+    const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
+    const e = new Error(stderr || (err as Error).message) as Error & { busy?: boolean };
+    e.busy = /busy/i.test(stderr);
+    throw e;
+  }
+}
