@@ -12,6 +12,7 @@
  *   socketpair(seqpacket)     [fd, fd] of an AF_UNIX pair: stream (fusermount3's _FUSE_COMMFD),
  *                             or seqpacket (message boundaries, as /dev/fuse has: channel tests)
  *   receiveFd(fd)             the descriptor sent over a Unix socket with SCM_RIGHTS, or -errno
+ *   setNonblocking(fd)        0, or -errno (a descriptor received that way arrives blocking)
  *
  * Waking the JS thread straight from epoll when /dev/fuse has a request, instead of from a
  * thread-pool read, is what removes two thread switches from every request.
@@ -220,6 +221,16 @@ static napi_value ReceiveFd(napi_env env, napi_callback_info info) {
   return int_value(env, fd);
 }
 
+static napi_value SetNonblocking(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!args(env, info, 1, argv)) return NULL;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return int_value(env, -errno);
+  return int_value(env, 0);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "read", NULL, Read, NULL, NULL, NULL, napi_default, NULL },
@@ -229,6 +240,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     { "watch", NULL, WatchFd, NULL, NULL, NULL, napi_default, NULL },
     { "unwatch", NULL, Unwatch, NULL, NULL, NULL, napi_default, NULL },
     { "socketpair", NULL, SocketPair, NULL, NULL, NULL, napi_default, NULL },
+    { "setNonblocking", NULL, SetNonblocking, NULL, NULL, NULL, napi_default, NULL },
     { "receiveFd", NULL, ReceiveFd, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

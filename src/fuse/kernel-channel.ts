@@ -2,8 +2,9 @@
  * The FUSE kernel protocol spoken directly over /dev/fuse, from TypeScript (as Rust's fuser and
  * go-fuse do; why not fuse-native or a libfuse 3 addon: docs/fuse-notes.md).
  *
- * - Mounting (root): we open /dev/fuse ourselves and hand the descriptor to mount(8) as fd 3
- *   (`mount -i -t fuse.vdiskfs -o fd=3,…`), so mount(2) ties the new mount to our descriptor.
+ * - Mounting: as root we open /dev/fuse ourselves and hand the descriptor to mount(8) as fd 3
+ *   (`mount -i -t fuse.vdiskfs -o fd=3,…`), so mount(2) ties the new mount to our descriptor;
+ *   other users get it from fusermount3 over a socket, as libfuse does.
  * - Requests: the JS thread is woken by epoll when /dev/fuse (opened non-blocking) has requests,
  *   and reads them one by one until EAGAIN (native/sys: Node cannot poll a character
  *   device). Without that addon, several blocking reads wait on the libuv pool instead (each read
@@ -329,27 +330,49 @@ export interface KernelMount {
 }
 
 /**
- * Mounts a FUSE file system at `mountpoint` served by the returned channel. Root only (mount(2)
- * with our descriptor); the caller starts the channel with its dispatcher, then awaits `ready`.
+ * Mounts a FUSE file system at `mountpoint` served by the returned channel; the caller starts the
+ * channel with its dispatcher, then awaits `ready`. As root: mount(2) (through mount -i) with our
+ * own /dev/fuse descriptor. Otherwise: fusermount3 mounts and passes the descriptor back over a
+ * socket (_FUSE_COMMFD), as libfuse does; that needs native/sys.
  */
 export async function mountKernel(mountpoint: string, options: ChannelOptions & { allowOther: boolean }): Promise<KernelMount> {
-  if (process.getuid?.() !== 0) {
-    throw new VdiskError('EPERM', 'mounting needs root: vdiskfs mounts with mount(2) on its own /dev/fuse descriptor (run as root, or in a container with --cap-add SYS_ADMIN)');
-  }
   const addon = nativeSys();
   warnIfNoNativeSys(options.log, 'reading /dev/fuse on the thread pool instead (two more thread switches per request)');
-  const fd = openSync('/dev/fuse', fsConstants.O_RDWR | (addon ? fsConstants.O_NONBLOCK : 0));
-  const uid = process.getuid?.() ?? 0;
-  const gid = process.getgid?.() ?? 0;
-  const opts = [`fd=3`, `rootmode=40000`, `user_id=${uid}`, `group_id=${gid}`, 'default_permissions', ...(options.allowOther ? ['allow_other'] : [])];
-  try {
-    await runWithFd('mount', ['-i', '-t', 'fuse.vdiskfs', '-o', opts.join(','), 'vdiskfs', mountpoint], fd);
-  } catch (err) {
-    closeSync(fd);
-    throw err;
+  const root = process.getuid?.() === 0;
+  const common = ['default_permissions', ...(options.allowOther ? ['allow_other'] : [])];
+  let fd: number;
+  if (root) {
+    fd = openSync('/dev/fuse', fsConstants.O_RDWR | (addon ? fsConstants.O_NONBLOCK : 0));
+    const opts = [`fd=3`, `rootmode=40000`, `user_id=0`, `group_id=${process.getgid?.() ?? 0}`, ...common];
+    try {
+      await runWithFd('mount', ['-i', '-t', 'fuse.vdiskfs', '-o', opts.join(','), 'vdiskfs', mountpoint], fd);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  } else {
+    if (!addon) {
+      throw new VdiskError('EPERM', 'mounting as a user other than root needs native/sys (run make build), or run as root');
+    }
+    const [ours, theirs] = addon.socketpair(false);
+    try {
+      try {
+        await runWithFd('fusermount3', ['-o', ['fsname=vdiskfs', 'subtype=vdiskfs', ...common].join(','), '--', mountpoint], theirs, { _FUSE_COMMFD: '3' });
+      } finally {
+        closeSync(theirs);
+      }
+      fd = addon.receiveFd(ours);
+      if (fd < 0) throw new VdiskError('EIO', `fusermount3 mounted ${mountpoint} but passed no descriptor back (errno ${-fd})`);
+      addon.setNonblocking(fd);
+    } catch (err) {
+      await execFileAsync('fusermount3', ['-uz', mountpoint]).catch(() => {});
+      throw err;
+    } finally {
+      closeSync(ours);
+    }
   }
   const channel = new KernelChannel(fd, options, addon);
-  const watchdog = startWatchdog(mountpoint);
+  const watchdog = startWatchdog(mountpoint, root);
   return {
     mountpoint,
     channel,
@@ -360,9 +383,9 @@ export async function mountKernel(mountpoint: string, options: ChannelOptions & 
   };
 }
 
-function runWithFd(command: string, args: string[], fd: number): Promise<void> {
+function runWithFd(command: string, args: string[], fd: number, env: Record<string, string> = {}): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe', fd], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
     let stderr = '';
     child.stderr!.on('data', (d) => { stderr += d; });
     child.on('error', (err) => reject(new VdiskError('ENOENT', `cannot run ${command}: ${err.message}`)));
@@ -377,9 +400,10 @@ function runWithFd(command: string, args: string[], fd: number): Promise<void> {
  * A shell that waits on a pipe only we hold. A clean exit writes "clean"; if we die instead, the
  * pipe closes and, if the mount is dead (stat fails with ENOTCONN), it detaches it.
  */
-function startWatchdog(mountpoint: string): ChildProcess {
-  const script = 'read -r state; [ "$state" = clean ] && exit 0; stat -- "$1" >/dev/null 2>&1 || exec umount -l -- "$1"';
-  const child = spawn('/bin/sh', ['-c', script, 'vdiskfs-watchdog', mountpoint], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+function startWatchdog(mountpoint: string, root: boolean): ChildProcess {
+  const detach = root ? 'umount -l -- "$1"' : 'fusermount3 -uz -- "$1"';
+  const script = `read -r state; [ "$state" = clean ] && exit 0; stat -- "$1" >/dev/null 2>&1 || exec ${detach}`;
+  const child = spawn('/bin/sh', ['-c', script, 'vdiskfs-watchdog', mountpoint], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   child.unref();
   (child.stdin as unknown as { _handle?: { unref(): void } })._handle?.unref();
   child.on('error', () => {});
@@ -388,8 +412,10 @@ function startWatchdog(mountpoint: string): ChildProcess {
 
 /** Unmounts a FUSE mount point; `lazy` detaches it even while files in it are open. */
 export async function unmountKernel(mountpoint: string, lazy: boolean): Promise<void> {
+  const root = process.getuid?.() === 0;
   try {
-    await execFileAsync('umount', lazy ? ['-l', mountpoint] : [mountpoint]);
+    if (root) await execFileAsync('umount', lazy ? ['-l', mountpoint] : [mountpoint]);
+    else await execFileAsync('fusermount3', [lazy ? '-uz' : '-u', mountpoint]);
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
     const e = new Error(stderr || (err as Error).message) as Error & { busy?: boolean };

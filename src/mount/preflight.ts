@@ -16,13 +16,16 @@ export async function checkMountPreconditions(source: string, mountpoint: string
     throw new VdiskError('EPERM', 'not running as root and /etc/fuse.conf lacks user_allow_other: run as root, or add that line');
   }
 
-  try {
-    await access('/dev/fuse', constants.R_OK | constants.W_OK);
-  } catch {
-    throw new VdiskError(
-      'ENODEV',
-      '/dev/fuse is missing or not accessible: load the fuse module (modprobe fuse), or in Docker pass --device /dev/fuse --cap-add SYS_ADMIN',
-    );
+  // Root opens /dev/fuse itself; anyone else goes through the setuid fusermount3, which does.
+  if (process.getuid?.() === 0) {
+    try {
+      await access('/dev/fuse', constants.R_OK | constants.W_OK);
+    } catch {
+      throw new VdiskError(
+        'ENODEV',
+        '/dev/fuse is missing or not accessible: load the fuse module (modprobe fuse), or in Docker pass --device /dev/fuse --cap-add SYS_ADMIN',
+      );
+    }
   }
 
   try {

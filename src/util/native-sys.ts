@@ -23,6 +23,8 @@ export interface NativeSys {
   socketpair(seqpacket?: boolean): [number, number];
   /** The descriptor sent over a Unix socket with SCM_RIGHTS, or -errno. */
   receiveFd(socket: number): number;
+  /** Sets O_NONBLOCK: 0, or -errno. */
+  setNonblocking(fd: number): number;
 }
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
