@@ -35,6 +35,8 @@ const sink: ReplySink = {
   replyError: (unique, e) => settle(unique, -e, Buffer.alloc(0)),
   writeData: (req, size) => Buffer.from(req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size)),
   invalidate: (ino, offset, length) => void invalidations.push([ino, offset, length]),
+  recycle: () => {},
+  replyBuffer: (n) => Buffer.allocUnsafe(OUT_HEADER_SIZE + n),
 };
 function settle(unique: number, error: number, payload: Buffer): boolean {
   const done = waiting.get(unique);

@@ -290,7 +290,7 @@ export async function vhdxPayloadOffset(file: string, size: number): Promise<num
   }
 }
 
-async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: string): Promise<RunningTarget> {
+async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: string, mountArgs: readonly string[]): Promise<RunningTarget> {
   const src = join(ctx.dir, 'src');
   const mnt = join(ctx.dir, 'mnt');
   await mkdir(src);
@@ -304,7 +304,7 @@ async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: strin
   // The daemon runs in the foreground as our child (so we hold its PID) and reports readiness over IPC.
   const child = spawnTracked(
     process.execPath,
-    [ctx.cli, 'mount', src, mnt, '--foreground', '--log-level', 'warn', '--log-file', logFile, '--views', view],
+    [ctx.cli, 'mount', src, mnt, '--foreground', '--log-level', 'warn', '--log-file', logFile, '--views', view, ...mountArgs],
     { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
   );
   let stderr = '';
@@ -338,6 +338,8 @@ async function startVdiskfs(ctx: TargetContext, store: VdiskfsStore, view: strin
 }
 
 const flat: VdiskfsStore = { kind: 'flat', createArgs: (dir) => ['--image', join(dir, 'disk.img')] };
+/** Zeros in, writes dropped: what the FUSE layer alone costs. */
+const nullDevice: VdiskfsStore = { kind: 'null', createArgs: () => [] };
 
 function lbs(checksum: string | undefined): VdiskfsStore {
   return {
@@ -358,6 +360,7 @@ function vdiskfsTarget(options: {
   view: string;
   quick: boolean;
   details: string;
+  mountArgs?: readonly string[];
 }): TargetSpec {
   return {
     id: options.id,
@@ -367,7 +370,7 @@ function vdiskfsTarget(options: {
     requires: { storeKind: options.store.kind, view: options.view },
     quick: options.quick,
     details: options.details,
-    start: (ctx) => startVdiskfs(ctx, options.store, options.view),
+    start: (ctx) => startVdiskfs(ctx, options.store, options.view, options.mountArgs ?? []),
   };
 }
 
@@ -378,7 +381,9 @@ function vdiskfsTarget(options: {
 export function declareTargets(cli: string): TargetSpec[] {
   const targets: TargetSpec[] = [rawFile(), qsdRaw(), qsdVhdx(), xmountVhd()];
   targets.push(
+    vdiskfsTarget({ id: 'null-raw', label: 'vdiskfs null store (FUSE ceiling)', peer: 'qsd-raw', store: nullDevice, view: 'raw', quick: true, details: 'null store: reads zeros, drops writes; the FUSE layer alone' }),
     vdiskfsTarget({ id: 'flat-raw', label: 'vdiskfs flat, raw view', peer: 'qsd-raw', store: flat, view: 'raw', quick: true, details: 'flat store (one raw image file), NAME.raw' }),
+    vdiskfsTarget({ id: 'flat-raw-wb', label: 'vdiskfs flat, raw view, writeback cache', peer: 'qsd-raw', store: flat, view: 'raw', quick: true, details: 'flat store, NAME.raw, mount --writeback-cache', mountArgs: ['--writeback-cache'] }),
     vdiskfsTarget({ id: 'flat-vhdx', label: 'vdiskfs flat, VHDX view', peer: 'qsd-vhdx', store: flat, view: 'vhdx', quick: true, details: 'flat store, NAME.vhdx (fio addresses the payload region)' }),
     vdiskfsTarget({ id: 'flat-vhd', label: 'vdiskfs flat, VHD view', peer: 'xmount-vhd', store: flat, view: 'vhd', quick: true, details: 'flat store, NAME.vhd (fixed VHD: payload then footer)' }),
   );

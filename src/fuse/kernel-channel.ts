@@ -42,6 +42,9 @@ const READS_PER_WAKE = 32;
 const READ_BUFFER = MAX_REQUEST + 4096;
 /** Writes at least this large keep the buffer they arrived in (a new one takes its place). */
 const HANDOVER_AT = 128 * 1024;
+const REPLY_BUFFER = OUT_HEADER_SIZE + MAX_REQUEST;
+/** Recycled request (and reply) buffers kept, each about 1 MiB. */
+const SPARE_BUFFERS = 8;
 
 export interface FuseRequest extends InHeader {
   /** The request's arguments; valid only during the synchronous dispatch call. */
@@ -73,6 +76,10 @@ interface InFlight {
 
 export class KernelChannel {
   private readonly buffers: Buffer[] = [];
+  /** Request buffers whose WRITE data the store has finished with, ready for the next handover. */
+  private readonly spare: Buffer[] = [];
+  /** Reply buffers for large reads, reused for the same reason. */
+  private readonly spareReplies: Buffer[] = [];
   private readonly inFlight = new Map<number, InFlight>();
   private running = 0;
   private closed = false;
@@ -187,7 +194,7 @@ export class KernelChannel {
     // A large WRITE keeps its buffer (its data goes to the store without a copy); the reader
     // continues with a new one.
     if (h.opcode === Op.WRITE && length - IN_HEADER_SIZE - WRITE_IN_SIZE >= HANDOVER_AT) {
-      this.buffers[slot] = Buffer.allocUnsafe(READ_BUFFER);
+      this.buffers[slot] = this.spare.pop() ?? Buffer.allocUnsafe(READ_BUFFER);
     }
     try {
       this.dispatch!(req);
@@ -207,6 +214,17 @@ export class KernelChannel {
     const copy = Buffer.allocUnsafe(data.length);
     data.copy(copy);
     return copy;
+  }
+
+  /**
+   * The store is done with a WRITE's data (its write settled): a handed-over request buffer goes
+   * back to the spares, so the next large write lands in memory that is already mapped (a fresh
+   * 1 MiB buffer costs 256 page faults when the kernel first fills it).
+   */
+  recycle(data: Buffer): void {
+    if (data.buffer.byteLength === READ_BUFFER && this.spare.length < SPARE_BUFFERS) {
+      this.spare.push(Buffer.from(data.buffer, 0, READ_BUFFER));
+    }
   }
 
   private init(req: FuseRequest): void {
@@ -255,7 +273,14 @@ export class KernelChannel {
     if (!this.inFlight.delete(unique)) return false;
     putOutHeader(out, OUT_HEADER_SIZE + length, 0, unique);
     this.send(out.subarray(0, OUT_HEADER_SIZE + length));
+    if (out.length === REPLY_BUFFER && this.spareReplies.length < SPARE_BUFFERS) this.spareReplies.push(out);
     return true;
+  }
+
+  /** A buffer for a reply of `length` data bytes behind the header (see replyPrepared). */
+  replyBuffer(length: number): Buffer {
+    if (length < HANDOVER_AT) return Buffer.allocUnsafe(OUT_HEADER_SIZE + length);
+    return this.spareReplies.pop() ?? Buffer.allocUnsafe(REPLY_BUFFER);
   }
 
   /** Answers with -errno (`errnoValue` positive). */

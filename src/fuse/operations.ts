@@ -36,8 +36,12 @@ const ATTR_VALID_S = 1;
 export interface ReplySink {
   reply(unique: number, payload?: Buffer): boolean;
   replyPrepared(unique: number, out: Buffer, length: number): boolean;
+  /** A buffer with room for OUT_HEADER_SIZE + length bytes (replyPrepared may reuse it). */
+  replyBuffer(length: number): Buffer;
   replyError(unique: number, errnoValue: number): boolean;
   writeData(req: FuseRequest, size: number): Buffer;
+  /** The store has finished with a buffer writeData returned. */
+  recycle(data: Buffer): void;
   invalidate(ino: number, offset: number, length: number): void;
 }
 
@@ -177,8 +181,8 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         const n = offset >= view.size ? 0 : Math.min(size, view.size - offset);
         if (n === 0) return void sink.reply(unique);
         served(node.ino, offset, n);
-        const out = Buffer.allocUnsafe(OUT_HEADER_SIZE + n);
-        view.read(out.subarray(OUT_HEADER_SIZE), offset).then(() => sink.replyPrepared(unique, out, n), fail(req, { offset, size }));
+        const out = sink.replyBuffer(n);
+        view.read(out.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + n), offset).then(() => sink.replyPrepared(unique, out, n), fail(req, { offset, size }));
         return;
       }
 
@@ -199,6 +203,7 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         served(node.ino, offset, size);
         dirty.add(node.file.store);
         view.write(data, offset).then(() => {
+          sink.recycle(data);
           changed({ ino: node.ino, view }, offset, size, false);
           sink.reply(unique, encodeWriteOut(size));
         }, fail(req, { offset, size }));

@@ -6,11 +6,13 @@ import type { OpenOptions, StoreKind } from './store-kind.js';
 import { flatStore } from './flat/flat-store.js';
 import { lbsStore } from './lbs/lbs-store.js';
 import { chainStore } from './chain/chain-store.js';
+import { nullStore } from './null/null-store.js';
 
 const kinds = new Map<string, StoreKind>([
   [flatStore.kind, flatStore],
   [lbsStore.kind, lbsStore],
   [chainStore.kind, chainStore],
+  [nullStore.kind, nullStore],
 ]);
 
 export function storeKind(name: string, where = 'descriptor'): StoreKind {
