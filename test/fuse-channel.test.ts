@@ -27,9 +27,19 @@ describe.each([['epoll', true], ['thread-pool', false]] as const)('kernel channe
   const [ours, kernel] = sys!.socketpair(true);
   const channel = new KernelChannel(ours, { log, timeoutMs: 200, writebackCache: true }, useAddon ? sys : undefined);
   const seen: number[] = [];
+  const written: Buffer[] = [];
   channel.start((req) => {
     seen.push(req.opcode);
     if (req.opcode === Op.GETATTR) channel.reply(req.unique, Buffer.from('attr'));
+    if (req.opcode === Op.WRITE) {
+      const data = channel.writeData(req, req.body.readUInt32LE(16));
+      // The store answers later: the data must still be intact when it does.
+      setTimeout(() => {
+        written.push(Buffer.from(data));
+        channel.recycle(data);
+        channel.reply(req.unique);
+      }, 20);
+    }
     // READ: never answered, as a store that hangs
   });
   // The kernel's end, read without blocking the event loop the channel runs on: each message of
@@ -81,6 +91,20 @@ describe.each([['epoll', true], ['thread-pool', false]] as const)('kernel channe
     expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
     expect(channel.reply(8, Buffer.from('late'))).toBe(false); // the store's late answer is dropped
     expect(channel.counters.timedOut).toBe(1);
+  });
+
+  it('hands large and small WRITE data to the store intact while more requests arrive', async () => {
+    const big = Buffer.alloc(160 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+    const small = Buffer.from('small write');
+    send(request(Op.WRITE, 2, body.write(1, 0, big), 20));
+    send(request(Op.WRITE, 2, body.write(1, 0, small), 21));
+    send(request(Op.GETATTR, ROOT_ID, Buffer.alloc(16), 22)); // overwrites the reader's buffer
+    const uniques = [(await replyFor()).unique, (await replyFor()).unique, (await replyFor()).unique];
+    expect(uniques.sort()).toEqual([20, 21, 22]);
+    expect(written).toHaveLength(2);
+    expect(written.find((w) => w.length === big.length)?.equals(big)).toBe(true);
+    expect(written.find((w) => w.length === small.length)?.equals(small)).toBe(true);
   });
 
   it('ends when the other side goes away', async () => {
