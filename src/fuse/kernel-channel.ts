@@ -43,6 +43,9 @@ const READ_BUFFER = MAX_REQUEST + 4096;
 /** Writes at least this large keep the buffer they arrived in (a new one takes its place). */
 const HANDOVER_AT = 128 * 1024;
 const REPLY_BUFFER = OUT_HEADER_SIZE + MAX_REQUEST;
+/** Replies of up to 64 KiB share one size of reusable buffer. */
+const SMALL_REPLY_BUFFER = OUT_HEADER_SIZE + 64 * 1024;
+const SPARE_SMALL_BUFFERS = 64;
 /** Recycled request (and reply) buffers kept, each about 1 MiB. */
 const SPARE_BUFFERS = 8;
 
@@ -80,6 +83,7 @@ export class KernelChannel {
   private readonly spare: Buffer[] = [];
   /** Reply buffers for large reads, reused for the same reason. */
   private readonly spareReplies: Buffer[] = [];
+  private readonly spareSmallReplies: Buffer[] = [];
   private readonly inFlight = new Map<number, InFlight>();
   private running = 0;
   private closed = false;
@@ -182,9 +186,9 @@ export class KernelChannel {
   }
 
   private handle(slot: number, buf: Buffer, n: number): void {
-    const h = decodeInHeader(buf);
-    const length = Math.min(h.length, n);
-    const req: FuseRequest = { ...h, body: buf.subarray(IN_HEADER_SIZE, length) };
+    const length = Math.min(buf.readUInt32LE(0), n);
+    const h: FuseRequest = decodeInHeader(buf, buf.subarray(IN_HEADER_SIZE, length));
+    const req = h;
     this.counters.requests++;
     if (expectsReply(h.opcode)) {
       this.inFlight.set(h.unique, { opcode: h.opcode, nodeid: h.nodeid, tick: this.tick });
@@ -273,13 +277,21 @@ export class KernelChannel {
     if (!this.inFlight.delete(unique)) return false;
     putOutHeader(out, OUT_HEADER_SIZE + length, 0, unique);
     this.send(out.subarray(0, OUT_HEADER_SIZE + length));
-    if (out.length === REPLY_BUFFER && this.spareReplies.length < SPARE_BUFFERS) this.spareReplies.push(out);
+    if (out.length === REPLY_BUFFER) {
+      if (this.spareReplies.length < SPARE_BUFFERS) this.spareReplies.push(out);
+    } else if (out.length === SMALL_REPLY_BUFFER && this.spareSmallReplies.length < SPARE_SMALL_BUFFERS) {
+      this.spareSmallReplies.push(out);
+    }
     return true;
   }
 
-  /** A buffer for a reply of `length` data bytes behind the header (see replyPrepared). */
+  /**
+   * A buffer for a reply of `length` data bytes behind the header (see replyPrepared). Reply
+   * buffers are reused once sent: allocating one per request costs malloc, an ArrayBuffer and
+   * garbage collection on every read.
+   */
   replyBuffer(length: number): Buffer {
-    if (length < HANDOVER_AT) return Buffer.allocUnsafe(OUT_HEADER_SIZE + length);
+    if (length <= SMALL_REPLY_BUFFER - OUT_HEADER_SIZE) return this.spareSmallReplies.pop() ?? Buffer.allocUnsafe(SMALL_REPLY_BUFFER);
     return this.spareReplies.pop() ?? Buffer.allocUnsafe(REPLY_BUFFER);
   }
 

@@ -80,9 +80,15 @@ function putU64(buf: Buffer, at: number, value: number): void {
   buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000) >>> 0, at + 4);
 }
 
-/** fuse_in_header: len@0 opcode@4 unique@8 nodeid@16 uid@24 gid@28 pid@32 total_extlen@36. */
-export function decodeInHeader(buf: Buffer): InHeader {
+/**
+ * fuse_in_header: len@0 opcode@4 unique@8 nodeid@16 uid@24 gid@28 pid@32 total_extlen@36.
+ * `body` rides along so that the request is one object (one allocation per request).
+ */
+export function decodeInHeader(buf: Buffer): InHeader;
+export function decodeInHeader<B>(buf: Buffer, body: B): InHeader & { body: B };
+export function decodeInHeader(buf: Buffer, body?: unknown): InHeader & { body?: unknown } {
   return {
+    body,
     length: buf.readUInt32LE(0),
     opcode: buf.readUInt32LE(4),
     unique: u64(buf, 8),
