@@ -134,6 +134,35 @@ describe('FUSE request path', () => {
     expect(info.allocatedBytes).toBeLessThan(full - 60 * MiB);
   });
 
+  it('after kill -9 of the daemon the mount is detached by itself and a remount sees every fsynced write', async () => {
+    const source = join(dir, 'killed');
+    await mkdir(source);
+    await ok('node', [join(import.meta.dirname, '..', 'dist', 'cli', 'main.js'), 'create', 'flat', join(source, 'k.vdisk'), '--size', String(64 * MiB)]);
+    const mountpoint = join(dir, 'killed-mnt');
+    const first = await mountVdiskfs(source, ['--views', 'raw'], mountpoint);
+    const data = randomBytes(MiB);
+    const fd = openSync(join(mountpoint, 'k.raw'), 'r+');
+    writeSync(fd, data, 0, data.length, 3 * MiB);
+    fsyncSync(fd);
+    closeSync(fd);
+    process.kill(first.pid, 'SIGKILL');
+    // The watchdog detaches the dead mount; the daemon stays a zombie here (PID 1 never reaps).
+    let mounted = true;
+    for (let i = 0; i < 50 && mounted; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      mounted = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mountpoint);
+    }
+    expect(mounted, 'the dead mount was detached').toBe(false);
+    await first.unmount().catch(() => {}); // what a user runs: cleans the runtime state (the mount is already gone)
+    const second = await mountVdiskfs(source, ['--views', 'raw'], mountpoint);
+    const back = Buffer.alloc(MiB);
+    const rfd = openSync(join(mountpoint, 'k.raw'), 'r');
+    readSync(rfd, back, 0, back.length, 3 * MiB);
+    closeSync(rfd);
+    expect(back.equals(data)).toBe(true);
+    await second.unmount();
+  });
+
   for (const writeback of [false, true]) {
     it(`a write through NAME.raw is seen at once by a cached read of NAME.vhdx, and back (writeback cache ${writeback ? 'on' : 'off'})`, async () => {
       const source = join(dir, `coherent-${writeback}`);
