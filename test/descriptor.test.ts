@@ -96,7 +96,8 @@ describe('one writer at a time', () => {
     const { descriptorPath } = await createFlatStore({ descriptorPath: join(dir, 'stale.vdisk'), size: 4096 });
     await writeFile(join(dir, '.stale.vdisk.lock'), '999999999\n');
     const dev = await openStore(await loadDescriptor(descriptorPath));
-    expect(await readFile(join(dir, '.stale.vdisk.lock'), 'utf8')).toBe(`${process.pid}\n`);
+    // The lock now names this process (its PID first, then its start time where /proc has one).
+    expect((await readFile(join(dir, '.stale.vdisk.lock'), 'utf8')).split(/\s+/)[0]).toBe(`${process.pid}`);
     await dev.close!();
   });
 });
