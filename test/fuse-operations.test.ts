@@ -9,7 +9,7 @@ import { constants } from 'node:os';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { pino } from 'pino';
-import { createOperations, type ReplySink } from '../src/fuse/operations.js';
+import { createOperations, INVALIDATION_WAIT_MS, type ReplySink } from '../src/fuse/operations.js';
 import { DiskTable } from '../src/disks/disk-table.js';
 import { createFlatStore } from '../src/stores/flat/flat-store.js';
 import { Fallocate, IN_HEADER_SIZE, OUT_HEADER_SIZE, ROOT_ID, WRITE_IN_SIZE, decodeInHeader, type InHeader } from '../src/fuse/protocol.js';
@@ -29,12 +29,17 @@ const table = await DiskTable.open(src, { views: ['raw', 'vhdx'] });
 type Reply = { error: number; payload: Buffer };
 const waiting = new Map<number, (r: Reply) => void>();
 const invalidations: [number, number, number][] = [];
+/** When set, what the kernel's taking of an invalidation waits for (a test holds it back). */
+let invalidationTaken: Promise<void> | undefined;
 const sink: ReplySink = {
   reply: (unique, payload) => settle(unique, 0, payload ?? Buffer.alloc(0)),
   replyPrepared: (unique, out, length) => settle(unique, 0, Buffer.from(out.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + length))),
   replyError: (unique, e) => settle(unique, -e, Buffer.alloc(0)),
   writeData: (req, size) => Buffer.from(req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size)),
-  invalidate: (ino, offset, length) => void invalidations.push([ino, offset, length]),
+  invalidate: (ino, offset, length) => {
+    invalidations.push([ino, offset, length]);
+    return invalidationTaken ?? Promise.resolve();
+  },
   recycle: () => {},
   replyBuffer: (n) => Buffer.allocUnsafe(OUT_HEADER_SIZE + n),
 };
@@ -142,6 +147,34 @@ describe('FUSE operations', () => {
     expect(invalidations).toEqual([[raw.ino, 8192, 512]]);
     const seen = await read(raw.ino, rawFh, 8192, 512);
     expect(seen.payload.every((b) => b === 3)).toBe(true);
+  });
+
+  it('a write is acknowledged only once the kernel has dropped the other views\' pages, and never waits past the bound', async () => {
+    const raw = await lookup('d.raw');
+    const vhdx = await lookup('d.vhdx');
+    const payload = table.files.get('d.vhdx')!.view.payload[0]!;
+    const rawFh = await open(raw.ino, 2);
+    const vhdxFh = await open(vhdx.ino, 2);
+    await read(vhdx.ino, vhdxFh, payload.fileOffset, 64 * 1024);
+    let release!: () => void;
+    invalidationTaken = new Promise((r) => { release = r; });
+    try {
+      let acknowledged = false;
+      const written = write(raw.ino, rawFh, 0, Buffer.alloc(4096, 7)).then(() => { acknowledged = true; });
+      await new Promise((r) => setTimeout(r, INVALIDATION_WAIT_MS / 4));
+      expect(acknowledged, 'acknowledged before the invalidation was taken').toBe(false);
+      release();
+      await written;
+      // A kernel that never takes it (two writes waiting on each other's pages) delays by the bound only.
+      invalidationTaken = new Promise(() => {});
+      const started = Date.now();
+      await write(raw.ino, rawFh, 0, Buffer.alloc(4096, 8));
+      expect(Date.now() - started).toBeGreaterThanOrEqual(INVALIDATION_WAIT_MS - 5);
+      const fsynced = await call(Op.FSYNC, raw.ino, body.fh(rawFh));
+      expect(fsynced.error).toBe(0);
+    } finally {
+      invalidationTaken = undefined;
+    }
   });
 
   it('unknown opcodes get ENOSYS; FORGET and INTERRUPT get no reply', async () => {

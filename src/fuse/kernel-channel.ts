@@ -11,8 +11,10 @@
  *   returns one whole request): it works, at two more thread switches per request. Either way many
  *   requests are served concurrently. Replies are written synchronously: a write to /dev/fuse only
  *   copies into the kernel and wakes the waiting caller.
- * - Cache notifications are written asynchronously: invalidating a page the kernel must first
- *   write back (writeback cache) needs us to answer that WRITE, so we must never wait for one.
+ * - Cache notifications are written asynchronously (libuv pool): dropping a page may wait for a
+ *   page lock or a writeback that only our answer to another request ends, so the JS thread must
+ *   never block on one. The returned promise settles once the kernel has dropped the pages; the
+ *   operations hold a write's acknowledgement until then (bounded: operations.ts).
  * - Timeouts: one sweep timer over the requests in flight, not a timer per request.
  * - A watchdog shell, told "clean" on a clean exit, lazily unmounts a mount whose daemon died
  *   (kill -9), so the mount point does not stay "Transport endpoint is not connected".
@@ -328,14 +330,15 @@ export class KernelChannel {
    * Drops the kernel's cached pages of inode `ino` in [offset, offset + length) (length 0: to the
    * end). Asynchronous on purpose (see the header comment); failures only mean nothing was cached.
    */
-  invalidate(ino: number, offset: number, length: number): void {
-    if (this.closed) return;
+  invalidate(ino: number, offset: number, length: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     const msg = encodeInvalInode(ino, offset, length);
     this.counters.notifications++;
-    write(this.fd, msg, 0, msg.length, null, (err) => {
+    return new Promise((done) => write(this.fd, msg, 0, msg.length, null, (err) => {
       const code = (err as NodeJS.ErrnoException | null)?.code;
       if (err && code !== 'ENOENT' && code !== 'ENODEV') this.options.log.warn({ err, ino }, 'cache invalidation failed');
-    });
+      done();
+    }));
   }
 
   private sweep(ticksToTimeout: number): void {

@@ -42,7 +42,8 @@ export interface ReplySink {
   writeData(req: FuseRequest, size: number): Buffer;
   /** The store has finished with a buffer writeData returned. */
   recycle(data: Buffer): void;
-  invalidate(ino: number, offset: number, length: number): void;
+  /** Drops kernel-cached pages; settles (never rejects) once the kernel has done so. */
+  invalidate(ino: number, offset: number, length: number): Promise<void>;
 }
 
 type Node =
@@ -68,11 +69,36 @@ export interface OperationsOptions {
   log: Logger;
   /** FUSE counters shown next to each store's own in its stats file. */
   counters?: () => Record<string, unknown>;
+  /** Whether the kernel's writeback cache was negotiated (WRITE then comes from writeback). */
+  writebackCache?: () => boolean;
+}
+
+/**
+ * The longest a reply waits for the kernel to drop other views' cached pages. The wait is what
+ * makes a write through NAME.raw visible to the next cached read of NAME.vhdx; the bound is what
+ * keeps two buffered writes through two views of the same bytes from waiting on each other's
+ * locked pages for ever (each write holds its own pages locked until we answer it).
+ */
+export const INVALIDATION_WAIT_MS = 100;
+
+/** Runs `then` once `pending` settles, or after INVALIDATION_WAIT_MS, whichever comes first. */
+function afterInvalidations(pending: Promise<unknown> | undefined, then: () => void): void {
+  if (!pending) return then();
+  let done = false;
+  const go = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    then();
+  };
+  const timer = setTimeout(go, INVALIDATION_WAIT_MS);
+  pending.then(go, go);
 }
 
 export function createOperations(table: DiskTable, sink: ReplySink, options: OperationsOptions): (req: FuseRequest) => void {
   const log = options.log;
   const tracing = log.isLevelEnabled('trace');
+  const writebackCache = options.writebackCache ?? (() => false);
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
 
@@ -123,12 +149,20 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
     sink.replyError(req.unique, errnoForReply(err, log, { op: req.opcode, ino: req.nodeid, ...what }));
   };
 
-  /** After store bytes changed through `from`: drop what other views' caches hold of them. */
-  function changed(from: { ino: number; view: View }, offset: number, length: number, includeSelf: boolean): void {
+  /** Invalidations written but not yet taken by the kernel (FSYNC and FLUSH wait for them). */
+  const pendingInvalidations = new Set<Promise<void>>();
+  const allPendingInvalidations = () => (pendingInvalidations.size ? Promise.all(pendingInvalidations) : undefined);
+
+  /**
+   * After store bytes changed through `from`: drop what other views' caches hold of them.
+   * Returns what to wait for before the change is acknowledged (undefined: nothing was cached).
+   */
+  function changed(from: { ino: number; view: View }, offset: number, length: number, includeSelf: boolean): Promise<unknown> | undefined {
     const node = nodes[from.ino] as Node & { kind: 'view' };
     node.file.mtime = Date.now();
     const siblings = viewInodes.get(node.file.store)!;
-    if (siblings.length === 1 && !includeSelf) return;
+    if (siblings.length === 1 && !includeSelf) return undefined;
+    let issued: Promise<void>[] | undefined;
     for (const [devOffset, n] of deviceRangesOf(from.view, offset, length)) {
       for (const s of siblings) {
         if (s.ino === from.ino && !includeSelf) continue;
@@ -136,10 +170,14 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         if (span.lookups <= 0) continue;
         for (const [fileOffset, len] of fileRangesOf(s.view, devOffset, n)) {
           if (fileOffset + len <= span.lo || fileOffset >= span.hi) continue;
-          sink.invalidate(s.ino, fileOffset, len);
+          const p = sink.invalidate(s.ino, fileOffset, len);
+          pendingInvalidations.add(p);
+          void p.finally(() => pendingInvalidations.delete(p));
+          (issued ??= []).push(p);
         }
       }
     }
+    return issued && Promise.all(issued);
   }
 
   const served = (ino: number, offset: number, length: number) => {
@@ -204,8 +242,11 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         dirty.add(node.file.store);
         view.write(data, offset).then(() => {
           sink.recycle(data);
-          changed({ ino: node.ino, view }, offset, size, false);
-          sink.reply(unique, encodeWriteOut(size));
+          const pending = changed({ ino: node.ino, view }, offset, size, false);
+          // With the writeback cache this WRITE is the kernel's own writeback, and invalidating a
+          // sibling may need that sibling's writeback first: never hold it; FSYNC/FLUSH wait instead.
+          if (writebackCache()) sink.reply(unique, encodeWriteOut(size));
+          else afterInvalidations(pending, () => sink.reply(unique, encodeWriteOut(size)));
         }, fail(req, { offset, size }));
         return;
       }
@@ -278,16 +319,17 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         const h = handles.get(fh);
         if (req.opcode === Op.RELEASE) handles.delete(fh);
         // Each close of a written descriptor is the store's barrier, as a block device's is.
+        const answer = () => afterInvalidations(allPendingInvalidations(), () => sink.reply(unique));
         if (h?.writable && h.node.kind === 'view' && dirty.has(h.node.file.store)) {
-          barrier(h.node.file.store, h.node.file.view).then(() => sink.reply(unique), fail(req, {}));
-        } else sink.reply(unique);
+          barrier(h.node.file.store, h.node.file.view).then(answer, fail(req, {}));
+        } else answer();
         return;
       }
 
       case Op.FSYNC: {
         const node = viewNode(req, u64(body, 0));
         if (!node) return void sink.reply(unique);
-        barrier(node.file.store, node.file.view).then(() => sink.reply(unique), fail(req, {}));
+        barrier(node.file.store, node.file.view).then(() => afterInvalidations(allPendingInvalidations(), () => sink.reply(unique)), fail(req, {}));
         return;
       }
 
@@ -310,8 +352,7 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         if (tracing) log.trace({ ino: req.nodeid, offset, length: n, mode }, 'fallocate');
         dirty.add(node.file.store);
         view.discard(offset, n).then(() => {
-          changed({ ino: node.ino, view }, offset, n, true);
-          sink.reply(unique);
+          afterInvalidations(changed({ ino: node.ino, view }, offset, n, true), () => sink.reply(unique));
         }, fail(req, { offset, length, mode }));
         return;
       }

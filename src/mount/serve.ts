@@ -43,7 +43,13 @@ export async function serve(options: ServeOptions): Promise<void> {
     const fuseLog = logger('fuse');
     session = await mountKernel(mountpoint, { log: fuseLog, timeoutMs: options.requestTimeoutMs, writebackCache: options.writebackCache ?? false, allowOther });
     const channel = session.channel;
-    channel.start(createOperations(table, channel, { log: fuseLog, counters: () => ({ fuse: { ...channel.counters, inFlight: channel.requestsInFlight } }) }));
+    let writebackNegotiated = false;
+    void channel.ready.then((init) => { writebackNegotiated = init.writebackCache; }, () => {});
+    channel.start(createOperations(table, channel, {
+      log: fuseLog,
+      counters: () => ({ fuse: { ...channel.counters, inFlight: channel.requestsInFlight } }),
+      writebackCache: () => writebackNegotiated,
+    }));
     try {
       await withTimeout(channel.ready, 10_000, 'the kernel did not initialize the FUSE session within 10 s');
     } catch (err) {
