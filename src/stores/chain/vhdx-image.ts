@@ -68,7 +68,7 @@ export class VhdxImage implements Layer {
     private readonly geometry: BatGeometry,
     private readonly batOffset: number,
     private readonly bat: Uint8Array,
-    private readonly overlay: Map<number, Uint8Array> | undefined,
+    private readonly overlay: LogReplay | undefined,
     parent: ParentLink | undefined,
     dataEnd: number,
   ) {
@@ -132,7 +132,7 @@ export class VhdxImage implements Layer {
       log.info({ path, entries: replay?.entries ?? 0, writable: file.writable }, 'VHDX log replay');
     }
     // Everything is read through the replayed sectors first; the file is written only once it all checks out.
-    const overlay: Map<number, Uint8Array> | undefined = replay?.sectors;
+    const overlay = replay;
     const readMeta = async (offset: number, length: number): Promise<Uint8Array> => {
       if (offset + length > Math.max(file.size, replay?.lastFileOffset ?? 0)) throw bad(path, `metadata at ${offset}+${length} lies past the end of the file (truncated)`);
       const out = new Uint8Array(length);
@@ -213,6 +213,13 @@ export class VhdxImage implements Layer {
     if (file.writable && header.logGuid !== NULL_GUID) {
       // Valid: now apply the replay to the file and mark the log empty (both headers, one at a time).
       if (replay) {
+        // Past the current end a zeroed range needs no writing: the truncate below extends with zeros.
+        const zeros = new Uint8Array(Math.min(MiB, replay.zeroRanges.reduce((m, z) => Math.max(m, z.length), 0)));
+        for (const z of replay.zeroRanges) {
+          for (let at = z.fileOffset; at < Math.min(z.fileOffset + z.length, file.size); at += zeros.length) {
+            await file.write(zeros.subarray(0, Math.min(zeros.length, z.fileOffset + z.length - at)), at);
+          }
+        }
         for (const [off, data] of [...replay.sectors].sort((a, b) => a[0] - b[0])) await file.write(data, off);
         if (file.size < replay.lastFileOffset) await file.truncate(replay.lastFileOffset);
         await file.sync();
@@ -529,10 +536,17 @@ export class VhdxImage implements Layer {
   }
 }
 
-function patch(out: Uint8Array, offset: number, overlay: Map<number, Uint8Array>): void {
+/** Lays the replayed log over bytes read at `offset`: zeroed ranges first, then sector after-images. */
+function patch(out: Uint8Array, offset: number, replay: LogReplay): void {
+  const end = offset + out.length;
+  for (const z of replay.zeroRanges) {
+    const a = Math.max(z.fileOffset, offset);
+    const b = Math.min(z.fileOffset + z.length, end);
+    if (a < b) out.fill(0, a - offset, b - offset);
+  }
   const first = Math.floor(offset / PAGE) * PAGE;
-  for (let p = first; p < offset + out.length; p += PAGE) {
-    const s = overlay.get(p);
+  for (let p = first; p < end; p += PAGE) {
+    const s = replay.sectors.get(p);
     if (!s) continue;
     const a = Math.max(p, offset);
     const b = Math.min(p + PAGE, offset + out.length);

@@ -21,7 +21,12 @@ import { hasSignature } from '../../formats/bytes.js';
 import type { Guid } from '../../formats/guid.js';
 
 export interface LogReplay {
-  /** Sector after-images by file offset (4 KiB aligned); a zero descriptor yields zero sectors. */
+  /**
+   * Zeroed ranges (zero descriptors), to apply before `sectors`. Kept as ranges, never expanded:
+   * a ZeroLength comes from the file and may be anything up to LastFileOffset.
+   */
+  zeroRanges: { fileOffset: number; length: number }[];
+  /** Sector after-images by file offset (4 KiB aligned), applied after `zeroRanges`. */
   sectors: Map<number, Uint8Array>;
   /** The file must be at least this long after replay. */
   lastFileOffset: number;
@@ -110,13 +115,24 @@ export function replayLog(log: Uint8Array, logGuid: Guid, where: string): LogRep
     }
     if (!ok) continue;
     const sectors = new Map<number, Uint8Array>();
+    const zeroRanges: LogReplay['zeroRanges'] = [];
     for (const e of seq) {
       for (const { d, data } of e.descriptors) {
-        if (d.kind === 'data') sectors.set(d.fileOffset, data!);
-        else for (let z = 0; z < d.zeroLength; z += LOG_SECTOR_SIZE) sectors.set(d.fileOffset + z, new Uint8Array(LOG_SECTOR_SIZE));
+        if (d.kind === 'data') {
+          sectors.set(d.fileOffset, data!);
+          continue;
+        }
+        const end = d.fileOffset + d.zeroLength;
+        if (end > e.header.lastFileOffset) {
+          throw new VdiskError('EINVAL', `${where}: a VHDX log zero descriptor covers ${d.fileOffset}+${d.zeroLength} bytes, past the entry's LastFileOffset ${e.header.lastFileOffset}; the file is corrupt`);
+        }
+        // Later descriptors win: earlier after-images inside the zeroed range are dropped
+        // (bounded by the sectors the ring holds, never by ZeroLength).
+        for (const off of sectors.keys()) if (off >= d.fileOffset && off < end) sectors.delete(off);
+        if (d.zeroLength > 0) zeroRanges.push({ fileOffset: d.fileOffset, length: d.zeroLength });
       }
     }
-    return { sectors, lastFileOffset: head.header.lastFileOffset, flushedFileOffset: head.header.flushedFileOffset, entries: seq.length };
+    return { zeroRanges, sectors, lastFileOffset: head.header.lastFileOffset, flushedFileOffset: head.header.flushedFileOffset, entries: seq.length };
   }
   throw new VdiskError('EINVAL', `${where}: the VHDX log has entries but no complete sequence; the file is corrupt`);
 }
