@@ -4,11 +4,17 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  LOG_SECTOR_SIZE, encodeLogDataSector, encodeLogDescriptor, encodeLogEntry, logDescriptorOffset, logDescriptorSectors,
+  LOG_SECTOR_SIZE, decodeLogEntryHeader, encodeLogDataSector, encodeLogDescriptor, encodeLogEntry, logDescriptorOffset, logDescriptorSectors,
   type VhdxLogDescriptor,
 } from '../../src/formats/vhdx.js';
 import { randomGuid } from '../../src/formats/guid.js';
-import { replayLog } from '../../src/stores/chain/vhdx-log.js';
+import { buildLogEntry, replayLog } from '../../src/stores/chain/vhdx-log.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decodeHeader, decodeRegionTable, encodeHeader, encodeRegionTable, REGION_GUID_METADATA } from '../../src/formats/vhdx.js';
+import { createLayerFile } from '../../src/stores/chain/images.js';
+import { VhdxImage } from '../../src/stores/chain/vhdx-image.js';
+import { scratchDir } from '../support/tmp.js';
 
 const TiB = 2 ** 40;
 const MiB = 2 ** 20;
@@ -62,4 +68,40 @@ describe('VHDX log replay', () => {
     expect(replay.sectors.get(4096)!.every((b) => b === 0xbb)).toBe(true);
     expect(replay.zeroRanges).toEqual([{ fileOffset: 0, length: 4 * LOG_SECTOR_SIZE }]);
   });
+});
+
+const dir = await scratchDir('vdiskfs-vhdx-log-');
+
+describe('VHDX open with a replayed log', () => {
+  /**
+   * A 4 MiB VHDX whose live log rewrites the region table so the metadata region is 1 GiB long,
+   * in an entry that claims the file was 2 GiB (LastFileOffset): nothing past the real file exists.
+   */
+  async function liar(): Promise<string> {
+    const path = join(dir, `liar-${Math.random().toString(16).slice(2)}.vhdx`);
+    await createLayerFile(path, { format: 'vhdx', size: 4 * MiB });
+    const bytes = Buffer.from(await readFile(path));
+    const headers = [0x10000, 0x20000].map((at) => decodeHeader(bytes.subarray(at, at + 4096)));
+    const current = headers[0]!.sequenceNumber > headers[1]!.sequenceNumber ? headers[0]! : headers[1]!;
+    const regions = decodeRegionTable(bytes.subarray(0x30000, 0x40000)).map((r) => (r.guid === REGION_GUID_METADATA ? { ...r, length: 1 << 30 } : r));
+    const table = encodeRegionTable(regions);
+    const entry = buildLogEntry({ sectors: [{ fileOffset: 0x30000, data: table.subarray(0, 4096) }], sequenceNumber: 1n, logGuid, tail: 0, fileSize: 2 ** 31 });
+    // What the file had flushed is its real size; only LastFileOffset claims more.
+    encodeLogEntry(entry, { ...decodeLogEntryHeader(entry.subarray(0, 4096)), flushedFileOffset: bytes.length });
+    Buffer.from(entry).copy(bytes, current.logOffset);
+    const withLog = { ...current, logGuid };
+    Buffer.from(encodeHeader({ ...withLog, sequenceNumber: current.sequenceNumber + 1n })).copy(bytes, 0x10000);
+    Buffer.from(encodeHeader({ ...withLog, sequenceNumber: current.sequenceNumber + 2n })).copy(bytes, 0x20000);
+    await writeFile(path, bytes);
+    return path;
+  }
+
+  for (const writable of [false, true]) {
+    it(`refuses metadata past the real end of the file, whatever LastFileOffset says (${writable ? 'writable' : 'read-only'})`, async () => {
+      const path = await liar();
+      const before = await readFile(path);
+      await expect(VhdxImage.open(path, { writable })).rejects.toMatchObject({ message: expect.stringMatching(/liar-.*\.vhdx.*metadata .* past the end of the file/) });
+      expect((await readFile(path)).equals(before), 'a refused open changes nothing').toBe(true);
+    });
+  }
 });

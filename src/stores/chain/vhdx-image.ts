@@ -134,7 +134,9 @@ export class VhdxImage implements Layer {
     // Everything is read through the replayed sectors first; the file is written only once it all checks out.
     const overlay = replay;
     const readMeta = async (offset: number, length: number): Promise<Uint8Array> => {
-      if (offset + length > Math.max(file.size, replay?.lastFileOffset ?? 0)) throw bad(path, `metadata at ${offset}+${length} lies past the end of the file (truncated)`);
+      // Bounded by the real file, not by the log's LastFileOffset: metadata never lies past what was
+      // flushed (checked above), and a lying log must not make us allocate what the file cannot hold.
+      if (offset + length > file.size) throw bad(path, `metadata at ${offset}+${length} lies past the end of the file at ${file.size} bytes (truncated or corrupt)`);
       const out = new Uint8Array(length);
       await file.read(out.subarray(0, Math.max(0, Math.min(length, file.size - offset))), offset);
       if (overlay) patch(out, offset, overlay);
@@ -179,7 +181,9 @@ export class VhdxImage implements Layer {
     const bat = await readMeta(batRegion.fileOffset, Math.ceil((geometry.entries * 8) / PAGE) * PAGE);
 
     // Validate every entry once, so reads can trust them.
-    const fileEnd = Math.max(file.size, replay?.lastFileOffset ?? 0);
+    // A writable open extends the file to LastFileOffset as the replay requires; a read-only open
+    // cannot, so there nothing past the real end exists and no block may point there.
+    const fileEnd = file.writable ? Math.max(file.size, replay?.lastFileOffset ?? 0) : file.size;
     const v = viewOf(bat);
     let dataEnd = Math.max(batRegion.fileOffset + batRegion.length, metaRegion.fileOffset + metaRegion.length, header.logOffset + header.logLength);
     const cr = geometry.chunkRatio;
