@@ -89,6 +89,15 @@ export function writeAscii(bytes: Uint8Array, offset: number, text: string): voi
   }
 }
 
+/** One byte per code unit (0–255): the inverse of readAscii for any bytes it read. */
+export function writeLatin1(bytes: Uint8Array, offset: number, text: string): void {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c > 0xff) throw new RangeError(`not a byte string: ${JSON.stringify(text)}`);
+    bytes[offset + i] = c;
+  }
+}
+
 export function readAscii(bytes: Uint8Array, offset: number, length: number): string {
   let s = '';
   for (let i = 0; i < length; i++) s += String.fromCharCode(bytes[offset + i]!);

@@ -10,7 +10,7 @@
 import { VdiskError } from '../errors.js';
 import {
   GiB, assertSize, decodeUtf16BE, encodeUtf16BE, hasSignature, isPowerOfTwo, readAscii, readU64BE,
-  requireLength, viewOf, writeAscii, writeU64BE,
+  requireLength, viewOf, writeAscii, writeLatin1, writeU64BE,
 } from './bytes.js';
 import { readUuidBE, writeUuidBE, type Guid } from './guid.js';
 
@@ -149,7 +149,9 @@ export function encodeVhdFooter(f: VhdFooter): Uint8Array {
   }
   v.setUint32(FooterField.timestamp, f.timestamp, false);
   if (f.creatorApplication.length !== 4) throw new RangeError(`creator application must be 4 characters: ${JSON.stringify(f.creatorApplication)}`);
-  writeAscii(out, FooterField.creatorApplication, f.creatorApplication);
+  // Written back byte for byte as read (readAscii maps each byte to one code unit): a tool that put
+  // a non-ASCII byte there must not make the disk unwritable.
+  writeLatin1(out, FooterField.creatorApplication, f.creatorApplication);
   v.setUint32(FooterField.creatorVersion, f.creatorVersion, false);
   v.setUint32(FooterField.creatorHostOs, f.creatorHostOs, false);
   writeU64BE(out, FooterField.originalSize, f.originalSize);

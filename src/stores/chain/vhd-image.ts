@@ -65,7 +65,8 @@ export class VhdImage implements Layer {
     this.nextFree = 0;
     if (header) {
       let end = Math.max(footer.dataOffset! + VHD_DYNAMIC_HEADER_SIZE, header.tableOffset + vhdBatSize(header.maxTableEntries));
-      for (const l of header.parentLocators) if (l.platformCode) end = Math.max(end, l.platformDataOffset + Math.max(l.platformDataSpace, l.platformDataLength));
+      // Only a differencing disk's locators hold data (load() checked each lies inside the file).
+      if (footer.diskType === VhdDiskType.DIFFERENCING) for (const l of header.parentLocators) if (l.platformCode) end = Math.max(end, l.platformDataOffset + Math.max(l.platformDataSpace, l.platformDataLength));
       for (let b = 0; b < bat.length; b++) {
         if (bat[b] !== VHD_BAT_UNUSED) end = Math.max(end, bat[b]! * SECTOR + this.bitmapSize + this.blockSize);
       }
@@ -128,11 +129,31 @@ export class VhdImage implements Layer {
     if (header.tableOffset + header.maxTableEntries * 4 > file.size) throw bad(path, 'the BAT lies past the end of the file (truncated)');
     const bat = decodeVhdBat(await file.readBytes(header.tableOffset, header.maxTableEntries * 4), header.maxTableEntries);
     const bitmapSize = vhdBlockBitmapSize(header.blockSize);
+    // Every extent the file's own structures use; a block may overlap none of them.
+    const structures: [string, number, number][] = [
+      ['the footer copy', 0, VHD_FOOTER_SIZE],
+      ['the dynamic header', footer.dataOffset, VHD_DYNAMIC_HEADER_SIZE],
+      ['the BAT', header.tableOffset, vhdBatSize(header.maxTableEntries)],
+    ];
+    if (footer.diskType === VhdDiskType.DIFFERENCING) {
+      header.parentLocators.forEach((l, i) => {
+        if (!l.platformCode) return;
+        const extent = Math.max(l.platformDataSpace, l.platformDataLength);
+        if (l.platformDataOffset < VHD_FOOTER_SIZE || l.platformDataOffset + extent > file.size) {
+          throw bad(path, `parent locator ${i} (platform code ${l.platformCode.toString(16)}) lies at ${l.platformDataOffset}+${extent}, outside the file of ${file.size} bytes (corrupt)`);
+        }
+        structures.push([`parent locator ${i}`, l.platformDataOffset, extent]);
+      });
+    }
     for (let b = 0; b < bat.length; b++) {
       const e = bat[b]!;
       if (e === VHD_BAT_UNUSED) continue;
-      if (e * SECTOR + bitmapSize + header.blockSize > file.size) {
+      const start = e * SECTOR;
+      if (start + bitmapSize + header.blockSize > file.size) {
         throw bad(path, `block ${b} (BAT entry ${e}) lies past the end of the file at ${file.size} bytes (truncated file)`);
+      }
+      for (const [what, at, len] of structures) {
+        if (start < at + len && at < start + bitmapSize + header.blockSize) throw bad(path, `block ${b} (BAT entry ${e}) overlaps ${what} at ${at}+${len} (corrupt)`);
       }
     }
     const parent = footer.diskType === VhdDiskType.DIFFERENCING ? await parentLinkOf(file, header) : undefined;
@@ -209,6 +230,8 @@ export class VhdImage implements Layer {
         // Append after the last block: extend the file (a hole reads as zeros), put a zero bitmap
         // over what may be the old trailing footer, and only then expose the block in memory.
         const where = this.nextFree;
+        // A BAT entry is a 32-bit sector number: past that, an entry would wrap onto the headers.
+        if (where / SECTOR >= VHD_BAT_UNUSED) throw new VdiskError('ENOSPC', `${this.path}: the VHD cannot address a block at ${where} bytes (its BAT holds 32-bit sector numbers)`);
         this.nextFree += this.bitmapSize + this.blockSize;
         await this.file.truncate(Math.max(this.file.size, this.nextFree));
         bm = new Uint8Array(this.bitmapSize);
