@@ -129,12 +129,16 @@ describe('FUSE operations', () => {
     expect((await call(Op.FALLOCATE, ino, body.fallocate(fh, 0, 4096, 0x08 /* collapse */))).error).toBe(-errno.EOPNOTSUPP);
   });
 
-  it('a write through one view drops exactly the changed range from the other views\' caches', async () => {
+  /** Both views of d, opened read-write, and where the raw bytes lie in the VHDX file. */
+  async function openBothViews() {
     const raw = await lookup('d.raw');
     const vhdx = await lookup('d.vhdx');
     const payload = table.files.get('d.vhdx')!.view.payload[0]!;
-    const rawFh = await open(raw.ino, 2);
-    const vhdxFh = await open(vhdx.ino, 2);
+    return { raw, vhdx, payload, rawFh: await open(raw.ino, 2), vhdxFh: await open(vhdx.ino, 2) };
+  }
+
+  it('a write through one view drops exactly the changed range from the other views\' caches', async () => {
+    const { raw, vhdx, payload, rawFh, vhdxFh } = await openBothViews();
     invalidations.length = 0;
     await write(raw.ino, rawFh, 4096, Buffer.alloc(4096, 1));
     expect(invalidations).toEqual([]); // nothing of the VHDX payload has been read since its open
@@ -150,11 +154,7 @@ describe('FUSE operations', () => {
   });
 
   it('a write is acknowledged only once the kernel has dropped the other views\' pages, and never waits past the bound', async () => {
-    const raw = await lookup('d.raw');
-    const vhdx = await lookup('d.vhdx');
-    const payload = table.files.get('d.vhdx')!.view.payload[0]!;
-    const rawFh = await open(raw.ino, 2);
-    const vhdxFh = await open(vhdx.ino, 2);
+    const { raw, vhdx, payload, rawFh, vhdxFh } = await openBothViews();
     await read(vhdx.ino, vhdxFh, payload.fileOffset, 64 * 1024);
     let release!: () => void;
     invalidationTaken = new Promise((r) => { release = r; });

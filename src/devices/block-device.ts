@@ -55,6 +55,15 @@ export interface CheckedDevice extends BlockDevice {
 
 const ZERO_CHUNK = 1 << 20;
 
+/** Writes `length` zero bytes at `offset` through `write`, at most 1 MiB per call. */
+export async function writeZeroRange(write: (src: Uint8Array, offset: number) => Promise<void>, offset: number, length: number): Promise<void> {
+  const zeros = new Uint8Array(Math.min(length, ZERO_CHUNK));
+  for (let done = 0; done < length; done += zeros.length) {
+    const n = Math.min(zeros.length, length - done);
+    await write(n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
+  }
+}
+
 export function checkRange(size: number, offset: number, length: number, what: string): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
     throw new VdiskError('EINVAL', `${what}: invalid range offset=${offset} length=${length}`);
@@ -128,11 +137,7 @@ export function checked(device: BlockDevice): CheckedDevice {
       requests.discards++;
       requests.discardedBytes += length;
       if (device.discard) return device.discard(offset, length);
-      const zeros = new Uint8Array(Math.min(length, ZERO_CHUNK));
-      for (let done = 0; done < length; done += zeros.length) {
-        const n = Math.min(zeros.length, length - done);
-        await device.write(n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
-      }
+      return writeZeroRange((src, at) => device.write!(src, at), offset, length); // write checked above
     },
     async close() {
       if (closed) return;

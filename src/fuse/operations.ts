@@ -151,7 +151,9 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
 
   /** Invalidations written but not yet taken by the kernel (FSYNC and FLUSH wait for them). */
   const pendingInvalidations = new Set<Promise<void>>();
-  const allPendingInvalidations = () => (pendingInvalidations.size ? Promise.all(pendingInvalidations) : undefined);
+  /** FSYNC and FLUSH: answered once every invalidation already written has been taken (bounded). */
+  const replyAfterPendingInvalidations = (unique: number) =>
+    afterInvalidations(pendingInvalidations.size ? Promise.all(pendingInvalidations) : undefined, () => sink.reply(unique));
 
   /**
    * After store bytes changed through `from`: drop what other views' caches hold of them.
@@ -319,17 +321,16 @@ export function createOperations(table: DiskTable, sink: ReplySink, options: Ope
         const h = handles.get(fh);
         if (req.opcode === Op.RELEASE) handles.delete(fh);
         // Each close of a written descriptor is the store's barrier, as a block device's is.
-        const answer = () => afterInvalidations(allPendingInvalidations(), () => sink.reply(unique));
         if (h?.writable && h.node.kind === 'view' && dirty.has(h.node.file.store)) {
-          barrier(h.node.file.store, h.node.file.view).then(answer, fail(req, {}));
-        } else answer();
+          barrier(h.node.file.store, h.node.file.view).then(() => replyAfterPendingInvalidations(unique), fail(req, {}));
+        } else replyAfterPendingInvalidations(unique);
         return;
       }
 
       case Op.FSYNC: {
         const node = viewNode(req, u64(body, 0));
         if (!node) return void sink.reply(unique);
-        barrier(node.file.store, node.file.view).then(() => afterInvalidations(allPendingInvalidations(), () => sink.reply(unique)), fail(req, {}));
+        barrier(node.file.store, node.file.view).then(() => replyAfterPendingInvalidations(unique), fail(req, {}));
         return;
       }
 

@@ -64,9 +64,8 @@ export class VhdImage implements Layer {
     this.bitmapSize = header ? vhdBlockBitmapSize(header.blockSize) : 0;
     this.nextFree = 0;
     if (header) {
-      let end = Math.max(footer.dataOffset! + VHD_DYNAMIC_HEADER_SIZE, header.tableOffset + vhdBatSize(header.maxTableEntries));
-      // Only a differencing disk's locators hold data (load() checked each lies inside the file).
-      if (footer.diskType === VhdDiskType.DIFFERENCING) for (const l of header.parentLocators) if (l.platformCode) end = Math.max(end, l.platformDataOffset + Math.max(l.platformDataSpace, l.platformDataLength));
+      let end = 0;
+      for (const x of ownExtents(footer, header)) end = Math.max(end, x.at + x.length);
       for (let b = 0; b < bat.length; b++) {
         if (bat[b] !== VHD_BAT_UNUSED) end = Math.max(end, bat[b]! * SECTOR + this.bitmapSize + this.blockSize);
       }
@@ -129,21 +128,12 @@ export class VhdImage implements Layer {
     if (header.tableOffset + header.maxTableEntries * 4 > file.size) throw bad(path, 'the BAT lies past the end of the file (truncated)');
     const bat = decodeVhdBat(await file.readBytes(header.tableOffset, header.maxTableEntries * 4), header.maxTableEntries);
     const bitmapSize = vhdBlockBitmapSize(header.blockSize);
-    // Every extent the file's own structures use; a block may overlap none of them.
-    const structures: [string, number, number][] = [
-      ['the footer copy', 0, VHD_FOOTER_SIZE],
-      ['the dynamic header', footer.dataOffset, VHD_DYNAMIC_HEADER_SIZE],
-      ['the BAT', header.tableOffset, vhdBatSize(header.maxTableEntries)],
-    ];
-    if (footer.diskType === VhdDiskType.DIFFERENCING) {
-      header.parentLocators.forEach((l, i) => {
-        if (!l.platformCode) return;
-        const extent = Math.max(l.platformDataSpace, l.platformDataLength);
-        if (l.platformDataOffset < VHD_FOOTER_SIZE || l.platformDataOffset + extent > file.size) {
-          throw bad(path, `parent locator ${i} (platform code ${l.platformCode.toString(16)}) lies at ${l.platformDataOffset}+${extent}, outside the file of ${file.size} bytes (corrupt)`);
-        }
-        structures.push([`parent locator ${i}`, l.platformDataOffset, extent]);
-      });
+    // A block may overlap none of the file's own structures, and a locator must lie inside the file.
+    const structures = ownExtents(footer, header);
+    for (const x of structures) {
+      if (x.locator && (x.at < VHD_FOOTER_SIZE || x.at + x.length > file.size)) {
+        throw bad(path, `${x.what} lies at ${x.at}+${x.length}, outside the file of ${file.size} bytes (corrupt)`);
+      }
     }
     for (let b = 0; b < bat.length; b++) {
       const e = bat[b]!;
@@ -152,8 +142,8 @@ export class VhdImage implements Layer {
       if (start + bitmapSize + header.blockSize > file.size) {
         throw bad(path, `block ${b} (BAT entry ${e}) lies past the end of the file at ${file.size} bytes (truncated file)`);
       }
-      for (const [what, at, len] of structures) {
-        if (start < at + len && at < start + bitmapSize + header.blockSize) throw bad(path, `block ${b} (BAT entry ${e}) overlaps ${what} at ${at}+${len} (corrupt)`);
+      for (const x of structures) {
+        if (start < x.at + x.length && x.at < start + bitmapSize + header.blockSize) throw bad(path, `block ${b} (BAT entry ${e}) overlaps ${x.what} at ${x.at}+${x.length} (corrupt)`);
       }
     }
     const parent = footer.diskType === VhdDiskType.DIFFERENCING ? await parentLinkOf(file, header) : undefined;
@@ -322,6 +312,33 @@ export class VhdImage implements Layer {
   }
 }
 
+/**
+ * The extents a dynamic or differencing VHD's own structures occupy: the
+ * footer copy, the dynamic header, the BAT and (differencing only: nowhere else do they hold data)
+ * each used parent locator's reserved space.
+ */
+interface Extent {
+  what: string;
+  at: number;
+  length: number;
+  locator?: true;
+}
+
+function ownExtents(footer: VhdFooter, header: VhdDynamicHeader): Extent[] {
+  const extents: Extent[] = [
+    { what: 'the footer copy', at: 0, length: VHD_FOOTER_SIZE },
+    { what: 'the dynamic header', at: footer.dataOffset!, length: VHD_DYNAMIC_HEADER_SIZE },
+    { what: 'the BAT', at: header.tableOffset, length: vhdBatSize(header.maxTableEntries) },
+  ];
+  if (footer.diskType !== VhdDiskType.DIFFERENCING) return extents;
+  header.parentLocators.forEach((l, i) => {
+    if (!l.platformCode) return;
+    const what = `parent locator ${i} (platform code ${l.platformCode.toString(16)})`;
+    extents.push({ what, at: l.platformDataOffset, length: Math.max(l.platformDataSpace, l.platformDataLength), locator: true });
+  });
+  return extents;
+}
+
 /** Reads the parent locators of a differencing VHD and turns them into local paths to try (W2ru, W2ku, MacX, then Parent Unicode Name). */
 async function parentLinkOf(file: LayerFile, h: VhdDynamicHeader): Promise<ParentLink> {
   const dir = dirname(file.path);
@@ -330,9 +347,8 @@ async function parentLinkOf(file: LayerFile, h: VhdDynamicHeader): Promise<Paren
   for (const code of order) {
     for (const l of h.parentLocators) {
       if (l.platformCode !== code || l.platformDataLength === 0) continue;
-      if (l.platformDataOffset + l.platformDataLength > file.size || l.platformDataLength > 65536) {
-        throw bad(file.path, `parent locator ${code.toString(16)} points past the end of the file (truncated)`);
-      }
+      // load() has checked that the locator lies inside the file.
+      if (l.platformDataLength > 65536) throw bad(file.path, `parent locator ${code.toString(16)} holds ${l.platformDataLength} bytes: longer than any path (corrupt)`);
       const text = decodeLocatorPath(code, await file.readBytes(l.platformDataOffset, l.platformDataLength));
       if (!text) continue;
       const name = code === VhdPlatformCode.W2RU ? 'W2ru' : code === VhdPlatformCode.W2KU ? 'W2ku' : code === VhdPlatformCode.MACX ? 'MacX' : 'Wi2r/Wi2k';

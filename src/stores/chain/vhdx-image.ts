@@ -18,6 +18,7 @@
  */
 import { dirname, relative, resolve, sep } from 'node:path';
 import { VdiskError } from '../../errors.js';
+import { writeZeroRange } from '../../devices/block-device.js';
 import { MiB, readU64LE, viewOf } from '../../formats/bytes.js';
 import { NULL_GUID, bracedGuid, parseGuid, randomGuid, type Guid } from '../../formats/guid.js';
 import {
@@ -132,14 +133,12 @@ export class VhdxImage implements Layer {
       log.info({ path, entries: replay?.entries ?? 0, writable: file.writable }, 'VHDX log replay');
     }
     // Everything is read through the replayed sectors first; the file is written only once it all checks out.
-    const overlay = replay;
     const readMeta = async (offset: number, length: number): Promise<Uint8Array> => {
       // Bounded by the real file, not by the log's LastFileOffset: metadata never lies past what was
       // flushed (checked above), and a lying log must not make us allocate what the file cannot hold.
       if (offset + length > file.size) throw bad(path, `metadata at ${offset}+${length} lies past the end of the file at ${file.size} bytes (truncated or corrupt)`);
-      const out = new Uint8Array(length);
-      await file.read(out.subarray(0, Math.max(0, Math.min(length, file.size - offset))), offset);
-      if (overlay) patch(out, offset, overlay);
+      const out = await file.readBytes(offset, length);
+      if (replay) patch(out, offset, replay);
       return out;
     };
 
@@ -218,11 +217,9 @@ export class VhdxImage implements Layer {
       // Valid: now apply the replay to the file and mark the log empty (both headers, one at a time).
       if (replay) {
         // Past the current end a zeroed range needs no writing: the truncate below extends with zeros.
-        const zeros = new Uint8Array(Math.min(MiB, replay.zeroRanges.reduce((m, z) => Math.max(m, z.length), 0)));
         for (const z of replay.zeroRanges) {
-          for (let at = z.fileOffset; at < Math.min(z.fileOffset + z.length, file.size); at += zeros.length) {
-            await file.write(zeros.subarray(0, Math.min(zeros.length, z.fileOffset + z.length - at)), at);
-          }
+          const end = Math.min(z.fileOffset + z.length, file.size);
+          if (end > z.fileOffset) await writeZeroRange((src, at) => file.write(src, at), z.fileOffset, end - z.fileOffset);
         }
         for (const [off, data] of [...replay.sectors].sort((a, b) => a[0] - b[0])) await file.write(data, off);
         if (file.size < replay.lastFileOffset) await file.truncate(replay.lastFileOffset);
@@ -240,7 +237,7 @@ export class VhdxImage implements Layer {
     let parent: ParentLink | undefined;
     if (meta.parentLocator) parent = parentLinkOf(path, meta);
     // Once applied to the file, the replayed sectors are what the file holds: no overlay needed.
-    return new VhdxImage(file, sel.header, sel.index, meta, geometry, batRegion.fileOffset, bat, file.writable ? undefined : overlay, parent, dataEnd);
+    return new VhdxImage(file, sel.header, sel.index, meta, geometry, batRegion.fileOffset, bat, file.writable ? undefined : replay, parent, dataEnd);
   }
 
   // ─── BAT access ────────────────────────────────────────────────────────────────────────────────
